@@ -1,0 +1,25 @@
+"""Deterministic test helpers: a tiny real CLIP checkpoint, sample images, API stubs."""
+
+from llama_index.packs.clip_hybrid.testing.api_stub import ApiStub, Fault, RecordedRequest
+from llama_index.packs.clip_hybrid.testing.sample_images import (
+    KINDS,
+    SampleImage,
+    find_cjk_font,
+    make_sample_images,
+)
+from llama_index.packs.clip_hybrid.testing.tiny_clip import (
+    TinyClipConfig,
+    make_tiny_clip_checkpoint,
+)
+
+__all__ = [
+    "KINDS",
+    "ApiStub",
+    "Fault",
+    "RecordedRequest",
+    "SampleImage",
+    "TinyClipConfig",
+    "find_cjk_font",
+    "make_sample_images",
+    "make_tiny_clip_checkpoint",
+]

@@ -1,0 +1,212 @@
+"""What makes a retrieved node "the query image itself": ids, resolved paths, content hashes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.schema import BaseNode, ImageNode, QueryBundle
+
+#: Metadata key under which ingestion may store the sha256 of an image's bytes. When a
+#: retrieved node carries it, the bytes rule needs no file read.
+CONTENT_HASH_METADATA_KEY = "image_sha256"
+
+#: Metadata keys that may hold an image's file path (LlamaIndex readers write ``file_path``).
+DEFAULT_PATH_METADATA_KEYS: tuple[str, ...] = ("file_path", "image_path", "path")
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ico"}
+)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_path(path: str | os.PathLike[str]) -> str:
+    """Absolute path with symlinks resolved; relative paths are taken from the cwd."""
+    return os.path.realpath(os.path.expanduser(os.fspath(path)))
+
+
+def looks_like_image_path(text: str) -> bool:
+    """True for a string that names an image file by its suffix (``"./cat.png"``)."""
+    if "\n" in text or len(text) > 4096:
+        return False
+    return Path(text.strip()).suffix.lower() in IMAGE_SUFFIXES
+
+
+class _FileHashCache:
+    """sha256 of files keyed by (path, size, mtime): a changed file is hashed again."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> str | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (path, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        try:
+            digest = _hash_file(path)
+        except OSError:
+            return None
+        with self._lock:
+            self._entries[key] = digest
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return digest
+
+
+def _hash_file(path: str) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+_FILE_HASHES = _FileHashCache()
+
+
+def _check_image_bytes(data: bytes, name: str) -> None:
+    """Raise a ValueError naming ``name`` when ``data`` is not an image PIL can open."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ValueError(f"Query image {name} is empty (0 bytes); pass a PNG, JPEG or WebP image.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(
+            f"Query image {name} cannot be read as an image ({exc}); "
+            "pass a PNG, JPEG or WebP image."
+        ) from exc
+
+
+@dataclass(frozen=True)
+class QueryImage:
+    """The identity of a query image, normalised from any accepted query form."""
+
+    node_id: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+    data: bytes | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], node_id: str | None = None) -> QueryImage:
+        resolved = resolve_path(path)
+        if not os.path.isfile(resolved):
+            raise FileNotFoundError(
+                f"Query image {os.fspath(path)!s} does not exist (resolved to {resolved}); "
+                "pass the path of an existing image file."
+            )
+        try:
+            with open(resolved, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise ValueError(
+                f"Query image {os.fspath(path)!s} cannot be read ({exc.strerror}); "
+                "check its permissions."
+            ) from exc
+        _check_image_bytes(data, os.fspath(path))
+        return cls(node_id=node_id, path=resolved, sha256=sha256_bytes(data), data=data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> QueryImage:
+        _check_image_bytes(data, name)
+        return cls(sha256=sha256_bytes(data), data=data)
+
+    @classmethod
+    def from_pil(cls, image: Any) -> QueryImage:
+        # An image opened from a file keeps its filename: match it by path and bytes.
+        filename = getattr(image, "filename", None)
+        if filename and os.path.isfile(filename):
+            return cls.from_path(filename)
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return cls.from_bytes(buf.getvalue(), name="<PIL image>")
+
+    @classmethod
+    def from_node(cls, node: BaseNode) -> QueryImage:
+        path = getattr(node, "image_path", None) or _metadata_path(node, DEFAULT_PATH_METADATA_KEYS)
+        if isinstance(node, ImageNode) and node.image:
+            data = _decode_b64(node.image, node.node_id)
+            _check_image_bytes(data, f"node {node.node_id}")
+            return cls(
+                node_id=node.node_id,
+                path=resolve_path(path) if path else None,
+                sha256=sha256_bytes(data),
+                data=data,
+            )
+        if path:
+            found = cls.from_path(path, node_id=node.node_id)
+            return found
+        stored = node.metadata.get(CONTENT_HASH_METADATA_KEY)
+        return cls(node_id=node.node_id, sha256=stored if isinstance(stored, str) else None)
+
+    @classmethod
+    def from_query_bundle(cls, bundle: QueryBundle) -> QueryImage | None:
+        """The query image of a bundle, or None for a text query."""
+        if isinstance(bundle, ImageQueryBundle):
+            return bundle.query_image
+        if bundle.image_path:
+            return cls.from_path(bundle.image_path)
+        return None
+
+
+@dataclass
+class ImageQueryBundle(QueryBundle):
+    """A QueryBundle that carries the normalised identity of its query image."""
+
+    query_image: QueryImage | None = None
+
+
+def _decode_b64(value: str, node_id: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"Node {node_id} has an image field that is not base64: {exc}") from exc
+
+
+def _metadata_path(node: BaseNode, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = node.metadata.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def node_path(node: BaseNode, keys: tuple[str, ...]) -> str | None:
+    """The resolved file path of a retrieved node, if it names one."""
+    path = getattr(node, "image_path", None) or _metadata_path(node, keys)
+    return resolve_path(path) if path else None
+
+
+def node_sha256(node: BaseNode, keys: tuple[str, ...]) -> str | None:
+    """sha256 of a retrieved node's image bytes: stored metadata, inline base64, or its file."""
+    stored = node.metadata.get(CONTENT_HASH_METADATA_KEY)
+    if isinstance(stored, str) and stored:
+        return stored
+    if isinstance(node, ImageNode) and node.image:
+        try:
+            return sha256_bytes(base64.b64decode(node.image))
+        except (binascii.Error, ValueError):
+            return None
+    path = node_path(node, keys)
+    return _FILE_HASHES.get(path) if path else None

@@ -6,15 +6,14 @@ from pathlib import Path
 import pytest
 from llama_index.core import StorageContext
 from llama_index.core.indices import MultiModalVectorStoreIndex
-from llama_index.core.schema import ImageNode, TextNode
-from llama_index.vector_stores.milvus import MilvusVectorStore
-
-from llama_index.packs.clip_hybrid.testing.fixtures import (  # noqa: F401 - fixtures
+from llama_index.core.schema import ImageNode
+from llama_index.packs.clip_hybrid.testing.fixtures import (
     milvus_uri,
     sample_images,
     tiny_clip_checkpoint,
     tiny_clip_embedding,
 )
+from llama_index.vector_stores.milvus import MilvusVectorStore
 
 
 class ImageCorpus:
@@ -31,17 +30,21 @@ class ImageCorpus:
         # The async client can only be made inside a running loop (upstream #20313).
         dim = len(self.embed_model.get_text_embedding("probe"))
         text_store = MilvusVectorStore(
-            uri=self.uri, collection_name="texts", dim=dim, similarity_metric="COSINE",
+            uri=self.uri,
+            collection_name="texts",
+            dim=dim,
+            similarity_metric="COSINE",
             use_async_client=use_async_client,
         )
         image_store = MilvusVectorStore(
-            uri=self.uri, collection_name="images", dim=dim, similarity_metric="COSINE",
+            uri=self.uri,
+            collection_name="images",
+            dim=dim,
+            similarity_metric="COSINE",
             use_async_client=use_async_client,
         )
         storage = StorageContext.from_defaults(vector_store=text_store, image_store=image_store)
         nodes = [ImageNode(image_path=str(p), metadata={"file_path": str(p)}) for p in paths]
-        # One text node so that the text store exists (upstream needs both stores).
-        nodes.append(TextNode(text="placeholder"))
         return MultiModalVectorStoreIndex(
             nodes,
             storage_context=storage,
@@ -63,5 +66,5 @@ def image_files(tmp_path: Path, sample_images) -> list[Path]:  # type: ignore[no
 
 
 @pytest.fixture
-def corpus(tmp_path: Path, milvus_uri: str, tiny_clip_embedding) -> ImageCorpus:  # type: ignore[no-untyped-def]  # noqa: F811
+def corpus(tmp_path: Path, milvus_uri: str, tiny_clip_embedding) -> ImageCorpus:  # type: ignore[no-untyped-def]
     return ImageCorpus(tmp_path, milvus_uri, tiny_clip_embedding)

@@ -11,7 +11,6 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers.no_text import NoText
 from llama_index.core.schema import QueryBundle
-
 from llama_index.retrievers.selfhit import (
     SelfHitFilteredEvent,
     SelfHitFilteringRetriever,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from llama_index.core.schema import ImageNode, QueryBundle
-from PIL import Image
-
 from llama_index.retrievers.selfhit import SelfHitFilteringRetriever
+from PIL import Image
 
 
 def _paths(hits) -> list[str]:  # type: ignore[no-untyped-def]
@@ -154,7 +153,9 @@ async def test_async_path_matches_sync(corpus, image_files):  # type: ignore[no-
     assert [d.reason for d in retriever.last_report.dropped] == ["path"]
 
 
-@pytest.mark.parametrize("form", ["bytes", "pil_from_file", "pil_in_memory", "image_node", "bundle"])
+@pytest.mark.parametrize(
+    "form", ["bytes", "pil_from_file", "pil_in_memory", "image_node", "bundle"]
+)
 def test_query_forms(corpus, image_files, form):  # type: ignore[no-untyped-def]
     index = corpus.build(image_files)
     inner = index.as_retriever(image_similarity_top_k=3)
@@ -172,10 +173,11 @@ def test_query_forms(corpus, image_files, form):  # type: ignore[no-untyped-def]
         query = Image.open(io.BytesIO(buf.getvalue())).copy()
         expected = None
     elif form == "image_node":
-        stored = [
-            h.node for h in inner.image_to_image_retrieve(str(target))
+        stored = next(
+            h.node
+            for h in inner.image_to_image_retrieve(str(target))
             if h.node.metadata["file_path"] == str(target)
-        ][0]
+        )
         # Only the id ties this node to the stored one: no path, other bytes.
         query = ImageNode(id_=stored.node_id, image=_png_b64(tmp=Image.new("RGB", (8, 8))))
         expected = "id"
@@ -221,7 +223,7 @@ def test_callers_bundle_and_inner_retriever_are_untouched(corpus, image_files): 
 def test_missing_file_names_the_path(corpus, image_files, tmp_path):  # type: ignore[no-untyped-def]
     inner = corpus.build(image_files).as_retriever(image_similarity_top_k=3)
     missing = tmp_path / "nope" / "missing.png"
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
         SelfHitFilteringRetriever(inner).retrieve(missing)
 
 

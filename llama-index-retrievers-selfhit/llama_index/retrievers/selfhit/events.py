@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from llama_index.core.instrumentation.events import BaseEvent
-
 from llama_index.retrievers.selfhit.rules import DroppedHit
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
-
 from llama_index.retrievers.selfhit._identity import QueryImage
 from llama_index.retrievers.selfhit.rules import SelfHitRules
 

@@ -9,14 +9,13 @@ import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, Union
+from typing import Any
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.bridge.pydantic import BaseModel, Field
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
-
 from llama_index.retrievers.selfhit._identity import (
     DEFAULT_PATH_METADATA_KEYS,
     ImageQueryBundle,
@@ -30,7 +29,7 @@ dispatcher = instrument.get_dispatcher(__name__)
 
 #: Anything ``retrieve`` accepts. A ``str`` is a text query unless it ends in an image
 #: suffix (``"photos/cat.png"``); a ``pathlib.Path`` is always an image path.
-SelfHitQuery = Union[str, os.PathLike, bytes, bytearray, QueryBundle, BaseNode, Any]
+SelfHitQuery = str | os.PathLike | bytes | bytearray | QueryBundle | BaseNode | Any
 
 TopKSetter = Callable[[BaseRetriever, int], BaseRetriever]
 
@@ -197,7 +196,7 @@ class SelfHitFilteringRetriever(BaseRetriever):
                 try:
                     top_k = plan.send(hits)
                 except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    return done.value
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = QueryImage.from_query_bundle(query_bundle)
@@ -211,7 +210,7 @@ class SelfHitFilteringRetriever(BaseRetriever):
                 try:
                     top_k = plan.send(hits)
                 except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    return done.value
 
     # -- the one body of logic, shared by sync and async --------------------------------
 
@@ -231,10 +230,10 @@ class SelfHitFilteringRetriever(BaseRetriever):
         larger k, up to ``max_fetch``.
         """
         wanted = self._wanted_k()
-        can_resize = wanted is not None and (
-            self._with_top_k is not None or _top_k_attr(self.retriever) is not None
-        )
-        fetch: int | None = min(wanted + self.overfetch, self.max_fetch) if can_resize else None
+        can_resize = self._with_top_k is not None or _top_k_attr(self.retriever) is not None
+        fetch: int | None = None
+        if wanted is not None and can_resize:
+            fetch = min(wanted + self.overfetch, self.max_fetch)
         rounds = 0
         while True:
             rounds += 1
@@ -301,13 +300,13 @@ class _ImageQueryCaller:
     def image_query(self, bundle: QueryBundle) -> list[NodeWithScore]:
         fresh = dataclasses.replace(bundle)
         if _is_multimodal(self.retriever):
-            return self.retriever.image_to_image_retrieve(fresh)  # type: ignore[attr-defined,no-any-return]
+            return self.retriever.image_to_image_retrieve(fresh)  # type: ignore[attr-defined]
         return self.retriever.retrieve(fresh)
 
     async def aimage_query(self, bundle: QueryBundle) -> list[NodeWithScore]:
         fresh = dataclasses.replace(bundle)
         if _is_multimodal(self.retriever):
-            return await self.retriever.aimage_to_image_retrieve(fresh)  # type: ignore[attr-defined,no-any-return]
+            return await self.retriever.aimage_to_image_retrieve(fresh)  # type: ignore[attr-defined]
         return await self.retriever.aretrieve(fresh)
 
 

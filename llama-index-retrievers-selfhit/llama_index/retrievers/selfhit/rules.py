@@ -6,7 +6,6 @@ from typing import Literal
 
 from llama_index.core.bridge.pydantic import BaseModel, Field, field_validator
 from llama_index.core.schema import NodeWithScore
-
 from llama_index.retrievers.selfhit._identity import (
     DEFAULT_PATH_METADATA_KEYS,
     QueryImage,
@@ -60,7 +59,9 @@ class SelfHitRules(BaseModel):
     @classmethod
     def _keys_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise ValueError("path_metadata_keys is empty; pass at least one key, e.g. 'file_path'.")
+            raise ValueError(
+                "path_metadata_keys is empty; pass at least one key, e.g. 'file_path'."
+            )
         return value
 
     @property
@@ -77,12 +78,18 @@ class SelfHitRules(BaseModel):
         node = hit.node
         if self.match_id and query.node_id is not None and node.node_id == query.node_id:
             return "id"
-        if self.match_path and query.path is not None:
-            if node_path(node, self.path_metadata_keys) == query.path:
-                return "path"
-        if self.match_bytes and query.sha256 is not None:
-            if node_sha256(node, self.path_metadata_keys) == query.sha256:
-                return "bytes"
+        if (
+            self.match_path
+            and query.path is not None
+            and node_path(node, self.path_metadata_keys) == query.path
+        ):
+            return "path"
+        if (
+            self.match_bytes
+            and query.sha256 is not None
+            and node_sha256(node, self.path_metadata_keys) == query.sha256
+        ):
+            return "bytes"
         if (
             self.near_duplicate_threshold is not None
             and hit.score is not None

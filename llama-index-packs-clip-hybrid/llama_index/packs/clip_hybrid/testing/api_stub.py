@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -184,9 +185,7 @@ class ApiStub:
         """Make the next ``count`` requests (under ``path_prefix``) misbehave."""
         with self.state.lock:
             for _ in range(count):
-                self.state.faults.append(
-                    Fault(status, retry_after, malformed, stall, path_prefix)
-                )
+                self.state.faults.append(Fault(status, retry_after, malformed, stall, path_prefix))
 
     def set_failure_rate(self, rate: float, *, status: int = 500) -> None:
         """Fail a seeded random fraction of requests with ``status``."""
@@ -216,10 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
     state: _State
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - upstream name
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -318,9 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = []
         for i, text in enumerate(inputs):
             vec = hashed_embedding(str(text), dim)
-            emb: Any = (
-                base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode() if as_b64 else vec
-            )
+            emb: Any = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode() if as_b64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(len(str(t).split()) for t in inputs)
         self._json(
@@ -379,7 +376,5 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        try:
-            self.wfile.write(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout tests)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(raw)  # the client may have given up (timeout tests)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from llama_index.packs.clip_hybrid.testing.api_stub import ApiStub
 from llama_index.packs.clip_hybrid.testing.sample_images import SampleImage, make_sample_images
 from llama_index.packs.clip_hybrid.testing.tiny_clip import make_tiny_clip_checkpoint
@@ -35,7 +35,7 @@ def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_clip_embedding(tiny_clip_checkpoint: Path):  # type: ignore[no-untyped-def]
+def tiny_clip_embedding(tiny_clip_checkpoint: Path) -> Any:
     """Upstream ``ClipEmbedding`` loading the tiny checkpoint through ``clip.load``."""
     from llama_index.embeddings.clip import ClipEmbedding
 

@@ -6,6 +6,7 @@ system; install ``fonts-wqy-microhei`` or Noto CJK to render Chinese glyphs).
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Callable
@@ -93,9 +94,11 @@ def _architecture(img: Image.Image, rng: random.Random) -> None:
             boxes.append((x, y, x + 80, y + 50))
             draw.rectangle(boxes[-1], outline=(20, 40, 90), fill=_color(rng, 150, 230), width=3)
             draw.text((x + 6, y + 18), labels[row * 3 + col], fill=(0, 0, 0), font=font)
-    for left, right in zip(boxes, boxes[1:]):
+    for left, right in itertools.pairwise(boxes):
         if left[1] // 100 == right[1] // 100:
-            _arrow(draw, (left[2], (left[1] + left[3]) // 2), (right[0], (right[1] + right[3]) // 2))
+            _arrow(
+                draw, (left[2], (left[1] + left[3]) // 2), (right[0], (right[1] + right[3]) // 2)
+            )
 
 
 def _flowchart(img: Image.Image, rng: random.Random) -> None:
@@ -106,13 +109,22 @@ def _flowchart(img: Image.Image, rng: random.Random) -> None:
     gap = 14
     for step in range(4):
         if step == 2:
-            draw.polygon([(cx, y), (cx + 50, y + 25), (cx, y + 50), (cx - 50, y + 25)],
-                         outline=(0, 0, 0), fill=(250, 220, 120), width=2)
+            draw.polygon(
+                [(cx, y), (cx + 50, y + 25), (cx, y + 50), (cx - 50, y + 25)],
+                outline=(0, 0, 0),
+                fill=(250, 220, 120),
+                width=2,
+            )
             draw.text((cx - 18, y + 18), "yes?", fill=(0, 0, 0), font=font)
             h = 50
         else:
-            draw.rounded_rectangle((cx - 60, y, cx + 60, y + 32), radius=12, outline=(0, 0, 0),
-                                   fill=_color(rng, 170, 240), width=2)
+            draw.rounded_rectangle(
+                (cx - 60, y, cx + 60, y + 32),
+                radius=12,
+                outline=(0, 0, 0),
+                fill=_color(rng, 170, 240),
+                width=2,
+            )
             draw.text((cx - 30, y + 10), f"step {step + 1}", fill=(0, 0, 0), font=font)
             h = 32
         if step < 3:
@@ -133,8 +145,11 @@ def _diagram(img: Image.Image, rng: random.Random) -> None:
 
 def _bar_chart(img: Image.Image, rng: random.Random) -> None:
     draw = ImageDraw.Draw(img)
-    draw.line([(30, 20), (30, img.height - 30), (img.width - 15, img.height - 30)],
-              fill=(0, 0, 0), width=3)
+    draw.line(
+        [(30, 20), (30, img.height - 30), (img.width - 15, img.height - 30)],
+        fill=(0, 0, 0),
+        width=3,
+    )
     n = rng.randint(4, 7)
     width = (img.width - 60) // n
     color = _color(rng, 30, 200)
@@ -167,8 +182,10 @@ def _landscape_photo(img: Image.Image, rng: random.Random) -> None:
     top, bottom = _color(rng, 60, 140), (225, 235, 250)
     for y in range(img.height // 2 + 20):
         t = y / (img.height / 2 + 20)
-        draw.line([(0, y), (img.width, y)],
-                  fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom)))
+        draw.line(
+            [(0, y), (img.width, y)],
+            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=False)),
+        )
     for layer in range(3):
         base = img.height // 2 + layer * 22
         pts = [(0, img.height)]

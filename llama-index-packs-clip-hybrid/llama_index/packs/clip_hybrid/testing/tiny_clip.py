@@ -66,7 +66,7 @@ def make_tiny_clip_checkpoint(
             model.visual.class_embedding.zero_()
             model.visual.positional_embedding.zero_()
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated upstream
+                warnings.simplefilter("ignore")  # jit deprecation, tracer notes
                 traced = torch.jit.trace(model, (image, text), check_trace=False)
 
     # Write atomically: parallel test workers may build the same file.

@@ -1,0 +1,47 @@
+"""The README's first command, end to end, with the tiny checkpoint standing in for ViT-B/32."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+
+
+def test_demo_indexes_and_searches_by_text_and_image(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = _demo("--clip-model", str(tiny_clip_checkpoint), "--db", str(tmp_path / "demo.db"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    n_images = len(list((ROOT / "examples" / "images").rglob("*.png")))
+    assert f"Indexing {n_images} images" in out
+    assert out.count("text->image") == 3
+    # Each section lists three ranked results with a real cosine score and a sample path.
+    ranked = re.findall(r"^\s+\d\. (-?\d\.\d{4})\s+images/\S+\.png$", out, flags=re.M)
+    assert len(ranked) == 4 * 3
+    image_section = out.split("image->image", 1)[1]
+    query = image_section.split("\n", 1)[0].strip()
+    assert query.endswith(".png")
+    assert query not in image_section.split("\n", 1)[1]  # the self-hit is not listed ...
+    assert re.search(r"filtered self-hit: score 1\.0000 \(matched by path\)", out)  # ... but shown
+
+
+def test_demo_without_weights_says_so_in_one_sentence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "no-such-checkpoint.pt"
+    done = _demo("--clip-model", str(missing), "--db", str(tmp_path / "demo.db"))
+    assert done.returncode == 1
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("Could not load the CLIP model")
+    assert "--clip-model /path/to/checkpoint.pt" in message
+    assert "Traceback" not in done.stderr

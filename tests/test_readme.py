@@ -1,0 +1,62 @@
+"""The README's promises: two commands, CI runs the test one, the examples run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _code_blocks(markdown: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", markdown, flags=re.S)
+
+
+def test_readme_opens_with_one_sentence_and_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    intro = text.split("```", 1)[0]
+    prose = " ".join(line for line in intro.splitlines()[1:] if line.strip())
+    assert prose.count(". ") == 0 and prose.endswith(".")  # one sentence
+    commands = [
+        line.split("#", 1)[0].strip() for line in _code_blocks(text, "bash")[0].splitlines()
+    ]
+    assert commands == ["make demo", "make test"]
+
+
+def test_ci_runs_the_readme_test_command_and_nothing_else() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    steps = [
+        line.strip()
+        for line in script.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
+    assert steps == ["make test"]
+
+
+def test_makefile_test_runs_lint_types_and_pytest() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: lint typecheck unit$", makefile, flags=re.M)
+    for command in ("ruff check", "ruff format --check", "mypy", "pytest"):
+        assert command in makefile
+
+
+def test_selfhit_readme_example_runs(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    readme = (ROOT / "llama-index-retrievers-selfhit" / "README.md").read_text()
+    (example,) = _code_blocks(readme, "python")
+    assert len([line for line in example.splitlines() if line.strip()]) <= 16
+    code = example.replace('"ViT-B/32"', repr(str(tiny_clip_checkpoint))).replace(
+        '"./selfhit.db"', repr(str(tmp_path / "selfhit.db"))
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert all(" examples/images/" in line for line in lines[:3])
+    assert "architecture_0.png" not in "".join(lines[:3])
+    assert "reason='path'" in lines[3]
+    score = float(re.search(r"score=([0-9.]+)", lines[3]).group(1))  # type: ignore[union-attr]
+    assert abs(score - 1.0) < 1e-4

@@ -1,1 +1,27 @@
-__all__: list[str] = []
+"""Cross-modal retrieval for LlamaIndex: CLIP in Milvus, by text or by image."""
+
+from .download import download_llama_pack
+from .embedding import ClipWeightsUnavailableError, FastClipEmbedding
+from .images import ImageLoadError, discover_images, open_image
+from .ingest import ImageIngestor, IngestFailure, IngestReport, image_node_id
+from .pack import ClipHybridPack
+from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
+from .store import CollectionMismatchError, ImageStore
+
+__all__ = [
+    "ClipHybridPack",
+    "ClipImageToImageRetriever",
+    "ClipTextToImageRetriever",
+    "ClipWeightsUnavailableError",
+    "CollectionMismatchError",
+    "FastClipEmbedding",
+    "ImageIngestor",
+    "ImageLoadError",
+    "ImageStore",
+    "IngestFailure",
+    "IngestReport",
+    "discover_images",
+    "download_llama_pack",
+    "image_node_id",
+    "open_image",
+]

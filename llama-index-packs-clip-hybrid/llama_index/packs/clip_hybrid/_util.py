@@ -1,0 +1,36 @@
+"""Small shared helpers: batching and background prefetch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), lazily."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def prefetch(batches: Iterator[list[Any]], prepare: Callable[[list[Any]], Any]) -> Iterator[Any]:
+    """Yield ``prepare(batch)`` for each batch, preparing the next one in the background."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-prefetch") as pool:
+        iterator = iter(batches)
+        first = next(iterator, None)
+        if first is None:
+            return
+        pending = pool.submit(prepare, first)
+        for batch in iterator:
+            ready = pending.result()
+            pending = pool.submit(prepare, batch)
+            yield ready
+        yield pending.result()

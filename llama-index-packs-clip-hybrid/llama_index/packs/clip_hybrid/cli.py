@@ -1,0 +1,255 @@
+"""The ``clip-hybrid`` command: index a folder, search it by text or by image.
+
+Exit codes: 0 success (also when some files were skipped and reported), 2 usage errors,
+1 anything else, with a one-line message on stderr (a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .embedding import DEFAULT_CLIP_MODEL
+from .store import DEFAULT_COLLECTION, DEFAULT_URI
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit code 2."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("CLIP_HYBRID_DB", DEFAULT_URI),
+        help="Milvus Lite path or http(s)://host:19530 (env CLIP_HYBRID_DB; default %(default)s)",
+    )
+    parser.add_argument(
+        "--collection", default=DEFAULT_COLLECTION, help="collection name (default %(default)s)"
+    )
+    parser.add_argument(
+        "--clip-model",
+        default=os.environ.get("CLIP_HYBRID_CLIP_MODEL", DEFAULT_CLIP_MODEL),
+        help="CLIP model name or checkpoint path (env CLIP_HYBRID_CLIP_MODEL)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clip-hybrid", description="Index images with CLIP in Milvus and search them."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    index = sub.add_parser("index", help="index image files and folders")
+    index.add_argument("paths", nargs="+", help="image files or folders")
+    index.add_argument(
+        "--sync", action="store_true", help="also remove rows of deleted files under the folders"
+    )
+    index.add_argument("--no-recursive", action="store_true", help="do not walk sub-folders")
+    index.add_argument("--batch-size", type=int, default=64)
+    index.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(index)
+
+    search = sub.add_parser("search", help="search by text or by image")
+    search.add_argument("query", nargs="?", help="text query")
+    search.add_argument("--image", help="image file to search with (image->image)")
+    search.add_argument("--mode", choices=["text", "image"], default=None)
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument(
+        "--keep-self-hit", action="store_true", help="keep the query image in its own results"
+    )
+    search.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata filter, e.g. category=flowchart (repeatable, all must match)",
+    )
+    _common(search)
+    return parser
+
+
+def _pack(args: argparse.Namespace, **extra: Any) -> Any:
+    from .pack import ClipHybridPack
+
+    return ClipHybridPack(
+        uri=args.db,
+        token=os.environ.get("MILVUS_TOKEN") or None,
+        collection_name=args.collection,
+        clip_model=args.clip_model,
+        device=args.device,
+        precision=args.precision,
+        **extra,
+    )
+
+
+def _index(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    show = None if not args.no_progress and not args.json else False
+    pack = _pack(args, batch_size=args.batch_size, show_progress=show)
+    try:
+        report = pack.ingest(args.paths, sync=args.sync, recursive=not args.no_recursive)
+    finally:
+        pack.store.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "db": args.db,
+                    "collection": args.collection,
+                    "indexed": report.indexed,
+                    "unchanged": report.unchanged,
+                    "reused": report.reused,
+                    "removed": report.removed,
+                    "seen": report.seen,
+                    "forward_passes": report.forward_passes,
+                    "seconds": round(report.seconds, 3),
+                    "failures": [{"path": f.path, "reason": f.reason} for f in report.failed],
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print(
+            f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
+            f"failed {len(report.failed)} ({report.seconds:.1f}s) -> {args.db}"
+        )
+        for failure in report.failed:
+            print(f"  skipped {failure.path}: {failure.reason}")
+    return 0
+
+
+def _filters(pairs: Sequence[str]) -> Any:
+    if not pairs:
+        return None
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    out: list[MetadataFilter | MetadataFilters] = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--filter {pair!r} is not KEY=VALUE")
+        parsed: Any = value
+        for cast in (int, float):
+            try:
+                parsed = cast(value)
+                break
+            except ValueError:
+                continue
+        out.append(MetadataFilter(key=key, value=parsed))
+    return MetadataFilters(filters=out)
+
+
+def _search(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if (args.query is None) == (args.image is None):
+        raise UsageError("give either a text QUERY or --image PATH")
+    mode = args.mode or ("image" if args.image else "text")
+    if mode == "image" and args.image is None:
+        raise UsageError("--mode image needs --image PATH")
+    if mode == "text" and args.query is None:
+        raise UsageError("--mode text needs a text QUERY")
+    pack = _pack(args)
+    try:
+        return _run_search(args, pack, mode)
+    finally:
+        pack.store.close()
+
+
+def _run_search(args: argparse.Namespace, pack: Any, mode: str) -> int:
+    if not pack.store.open_existing():
+        raise RuntimeError(
+            f"No index at {args.db} (collection {args.collection!r}); "
+            f"run: clip-hybrid index PATH --db {args.db}"
+        )
+    query: Any = Path(args.image) if mode == "image" else args.query
+    hits, report = pack.search(
+        query,
+        mode=mode,
+        similarity_top_k=args.top_k,
+        filters=_filters(args.filter),
+        keep_self_hit=args.keep_self_hit,
+    )
+    dropped = report.dropped if report else []
+    paths = {d.node_id: None for d in dropped}
+    results = [
+        {
+            "rank": rank,
+            "id": hit.node.node_id,
+            "path": hit.node.metadata.get("file_path"),
+            "score": hit.score,
+            "category": hit.node.metadata.get("category"),
+        }
+        for rank, hit in enumerate(hits, 1)
+    ]
+    filtered = [
+        {"id": d.node_id, "score": d.score, "reason": d.reason, "path": paths.get(d.node_id)}
+        for d in dropped
+    ]
+    if report is not None and filtered:
+        rows = pack.store.get([d["id"] for d in filtered], ["path"])
+        for item in filtered:
+            item["path"] = rows.get(item["id"], {}).get("path")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": args.image or args.query,
+                    "mode": mode,
+                    "results": results,
+                    "filtered_self_hits": filtered,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    for item in results:
+        print(f"{item['rank']:>3}. {item['score']:.4f}  {item['path']}")
+    for item in filtered:
+        print(f"     filtered self-hit {item['score']:.4f} ({item['reason']}): {item['path']}")
+    if not results:
+        print("no results")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler = {"index": _index, "search": _search}[args.command]
+    try:
+        return handler(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"clip-hybrid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "clip-hybrid: interrupted; what was written is kept, run again to finish.",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"clip-hybrid: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

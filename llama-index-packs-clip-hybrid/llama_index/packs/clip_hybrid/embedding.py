@@ -1,0 +1,403 @@
+"""FastClipEmbedding: upstream ClipEmbedding, batched, normalised, lazy, and safe on long text."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import Any, Literal
+
+from llama_index.core.base.embeddings.base import Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+from llama_index.core.schema import ImageType
+from llama_index.embeddings.clip import ClipEmbedding
+from PIL import Image
+
+from ._util import chunks, prefetch
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, open_image, to_rgb
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLIP_MODEL = "ViT-B/32"
+CLIP_CONTEXT_LENGTH = 77
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def import_clip() -> Any:
+    """``import clip`` without its pkg_resources deprecation warning on every run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import clip
+    return clip
+
+
+class ClipWeightsUnavailableError(RuntimeError):
+    """The CLIP weights could not be downloaded or read."""
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with native bf16 math (AVX512-BF16 or AMX); bf16 is slower elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+class FastClipEmbedding(ClipEmbedding):
+    """CLIP text and image embeddings with real batching; a drop-in ``ClipEmbedding``.
+
+    Differences from upstream ``ClipEmbedding`` (whose type it keeps):
+
+    - the model loads on first use, not in the constructor;
+    - images and texts run in batches under ``torch.inference_mode``, with image decoding
+      and preprocessing of the next batch overlapped with the model on the current one;
+    - texts are padded only to the longest sequence in their batch (exact for CLIP: the
+      text tower is causal and pools at the end token) and truncated to CLIP's 77 tokens
+      with a logged warning instead of a RuntimeError;
+    - vectors are L2-normalised, so cosine == inner product;
+    - ``device`` and ``precision`` are explicit: ``auto`` is fp16 on CUDA, bf16 on CPUs
+      with native bf16 (checked, not assumed), fp32 otherwise.
+
+    Example:
+        >>> embed = FastClipEmbedding(model_name="ViT-B/32")  # nothing loaded yet
+        >>> vectors = embed.get_image_embedding_batch(["a.png", "b.jpg"])  # doctest: +SKIP
+        >>> query = embed.get_query_embedding("a system architecture diagram")  # doctest: +SKIP
+
+    Raises (on first use):
+        ClipWeightsUnavailableError: the weights cannot be downloaded or read.
+        ValueError: ``model_name`` is neither a known CLIP name nor an existing file.
+    """
+
+    embed_batch_size: int = Field(default=32, gt=0, le=4096, description="Items per forward.")
+    device: str | None = Field(
+        default=None, description="cpu, cuda, cuda:N or mps; None picks cuda when available."
+    )
+    precision: Precision = Field(
+        default="auto", description="auto (fp16 on CUDA, bf16 on bf16 CPUs, else fp32)."
+    )
+    download_root: str | None = Field(
+        default=None, description="Where named models are downloaded (default ~/.cache/clip)."
+    )
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, gt=0, description="Refuse larger images (bombs)."
+    )
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _dtype: Any = PrivateAttr(default=None)
+
+    def __init__(
+        self,
+        *,
+        model_name: str = DEFAULT_CLIP_MODEL,
+        embed_batch_size: int = 32,
+        device: str | None = None,
+        precision: Precision = "auto",
+        download_root: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        **kwargs: Any,
+    ) -> None:
+        # Skip ClipEmbedding.__init__: it imports clip and loads (downloads) the model.
+        MultiModalEmbedding.__init__(  # type: ignore[call-arg]
+            self,
+            model_name=model_name,
+            embed_batch_size=embed_batch_size,
+            device=device,
+            precision=precision,
+            download_root=download_root,
+            max_pixels=max_pixels,
+            **kwargs,
+        )
+        self._model = None
+        self._preprocess = None
+        self._device = None
+        if precision == "fp16" and device is not None and device.startswith("cpu"):
+            raise ValueError("precision='fp16' needs a GPU; on cpu use 'fp32' or 'bf16'.")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        base = value.split(":", 1)[0]
+        if base not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device={value!r} is not one of cpu, cuda, cuda:N, mps.")
+        return value
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "FastClipEmbedding"
+
+    # -- loading -------------------------------------------------------------------------
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def embed_dim(self) -> int:
+        """Vector size (512 for ViT-B/32); loads the model."""
+        self._ensure_loaded()
+        assert self._model is not None
+        return int(self._model.text_projection.shape[1])
+
+    @property
+    def resolved_device(self) -> str:
+        self._ensure_loaded()
+        return str(self._device)
+
+    @property
+    def resolved_precision(self) -> str:
+        self._ensure_loaded()
+        import torch
+
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._dtype]
+
+    def _ensure_loaded(self) -> None:
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is None:
+                self._load()
+
+    def _load(self) -> None:
+        import torch
+
+        clip = import_clip()
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        name = self.model_name
+        known = clip.available_models()
+        if name not in known and not os.path.isfile(name):
+            raise ValueError(
+                f"CLIP model {name!r} is neither a known name ({', '.join(known)}) nor an "
+                "existing checkpoint file; pass one of those names or a local checkpoint path."
+            )
+        try:
+            model, preprocess = clip.load(
+                name, device=device, jit=False, download_root=self.download_root
+            )
+        except (OSError, RuntimeError, EOFError) as exc:
+            where = "read" if os.path.isfile(name) else "download"
+            raise ClipWeightsUnavailableError(
+                f"Could not {where} the CLIP weights for {name!r} ({type(exc).__name__}: "
+                f"{exc}); pass a local checkpoint path as the model (Python: "
+                "model_name='/path/to/ViT-B-32.pt', CLI: --clip-model PATH)."
+            ) from exc
+        dtype = self._pick_dtype(device)
+        self._model = _cast_weights(model.float(), dtype).eval()
+        self._preprocess = preprocess
+        self._device = device
+        self._dtype = dtype
+        logger.info("Loaded CLIP %s on %s (%s)", name, device, dtype)
+
+    def _pick_dtype(self, device: str) -> Any:
+        import torch
+
+        wanted = self.precision
+        if wanted == "auto":
+            if device.startswith("cuda"):
+                wanted = "fp16"
+            elif device == "cpu" and cpu_has_native_bf16():
+                wanted = "bf16"
+            else:
+                wanted = "fp32"
+        if wanted == "fp16" and not device.startswith(("cuda", "mps")):
+            raise ValueError(f"precision='fp16' needs a GPU, but the device is {device}.")
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
+
+    # -- text --------------------------------------------------------------------------
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._get_text_embeddings([query])[0]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        if not texts:
+            return []
+        self._ensure_loaded()
+        tokens = self._tokenize(texts)
+        lengths = tokens.argmax(dim=-1) + 1  # the end token has the largest id
+        # Sort by length so that each batch pads to a similar length; undo afterwards.
+        order = sorted(range(len(texts)), key=lambda i: int(lengths[i]))
+        out: list[Embedding] = [[] for _ in texts]
+        for start in range(0, len(order), self.embed_batch_size):
+            idx = order[start : start + self.embed_batch_size]
+            width = int(max(lengths[i] for i in idx))
+            vectors = self._encode_text(tokens[idx, :width])
+            for i, vector in zip(idx, vectors, strict=True):
+                out[i] = vector
+        return out
+
+    def _tokenize(self, texts: Sequence[str]) -> Any:
+        import torch
+
+        clip = import_clip()
+        sot = clip.clip._tokenizer.encoder["<|startoftext|>"]
+        eot = clip.clip._tokenizer.encoder["<|endoftext|>"]
+        too_long = []
+        result = torch.zeros(len(texts), CLIP_CONTEXT_LENGTH, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = [sot, *clip.clip._tokenizer.encode(text), eot]
+            if len(ids) > CLIP_CONTEXT_LENGTH:
+                too_long.append((i, len(ids)))
+                ids = [*ids[: CLIP_CONTEXT_LENGTH - 1], eot]
+            result[i, : len(ids)] = torch.tensor(ids)
+        if too_long:
+            i, n = too_long[0]
+            logger.warning(
+                "Truncated %d of %d texts to CLIP's %d-token context (e.g. text %d had %d "
+                "tokens: %.60r...). CLIP reads only the start of long text.",
+                len(too_long),
+                len(texts),
+                CLIP_CONTEXT_LENGTH,
+                i,
+                n,
+                texts[i],
+            )
+        return result
+
+    def _encode_text(self, tokens: Any) -> list[Embedding]:
+        """CLIP's text tower over ``tokens`` padded to their own length, not to 77."""
+        import torch
+
+        model = self._model
+        assert model is not None
+        width = tokens.shape[1]
+        with torch.inference_mode():
+            tokens = tokens.to(self._device)
+            x = model.token_embedding(tokens).to(self._dtype)
+            x = x + model.positional_embedding[:width].to(self._dtype)
+            x = x.permute(1, 0, 2)
+            mask = torch.full((width, width), float("-inf"), device=x.device, dtype=x.dtype)
+            mask = mask.triu_(1)
+            for block in model.transformer.resblocks:
+                y = block.ln_1(x)
+                x = x + block.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
+                x = x + block.mlp(block.ln_2(x))
+            x = model.ln_final(x.permute(1, 0, 2)).to(self._dtype)
+            x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+            return _normalise(x)
+
+    # -- images ------------------------------------------------------------------------
+
+    def _get_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return self._get_image_embeddings([img_file_path])[0]
+
+    def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        """Embed image files (paths or file-like objects); a bad file raises ImageLoadError."""
+        return self.embed_pil_batches(chunks(list(img_file_paths), self.embed_batch_size))
+
+    def embed_pil_batches(self, batches: Iterator[list[Any]]) -> list[Embedding]:
+        """Embed batches of images (PIL images, paths or file objects), prefetching.
+
+        The next batch is decoded and preprocessed on a worker thread while the model
+        runs on the current one.
+        """
+        self._ensure_loaded()
+        out: list[Embedding] = []
+        for tensor in prefetch(batches, self._prepare_batch):
+            out.extend(self._encode_images(tensor))
+        return out
+
+    def _prepare_batch(self, items: list[Any]) -> Any:
+        import torch
+
+        preprocess = self._preprocess
+        assert preprocess is not None
+        return torch.stack([preprocess(self._as_rgb(item)) for item in items])
+
+    def _as_rgb(self, item: Any) -> Image.Image:
+        if isinstance(item, Image.Image):
+            return to_rgb(item)
+        if isinstance(item, (str, os.PathLike)):
+            return open_image(item, max_pixels=self.max_pixels)
+        if isinstance(item, (bytes, bytearray)):
+            item = io.BytesIO(item)
+        try:
+            with Image.open(item) as img:
+                img.load()
+                return to_rgb(img)
+        except Exception as exc:
+            raise ImageLoadError("<in-memory image>", f"cannot decode ({exc})") from exc
+
+    def _encode_images(self, pixels: Any) -> list[Embedding]:
+        import torch
+
+        model = self._model
+        assert model is not None
+        with torch.inference_mode():
+            features = model.encode_image(pixels.to(self._device, dtype=self._dtype))
+            return _normalise(features)
+
+    # -- async: the same code on a worker thread, so the event loop is never blocked ----
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+    async def _aget_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return await asyncio.to_thread(self._get_image_embedding, img_file_path)
+
+    async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_image_embeddings, img_file_paths)
+
+
+def _cast_weights(model: Any, dtype: Any) -> Any:
+    """Cast matmul weights to ``dtype`` and keep LayerNorms in fp32, as ``clip`` does for
+    fp16 (its LayerNorm computes in fp32 and would fail on low-precision weights)."""
+    import torch
+    from torch import nn
+
+    if dtype == torch.float32:
+        return model
+
+    def cast(layer: nn.Module) -> None:
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            layer.weight.data = layer.weight.data.to(dtype)
+            if layer.bias is not None:
+                layer.bias.data = layer.bias.data.to(dtype)
+        if isinstance(layer, nn.MultiheadAttention):
+            for name in (
+                "in_proj_weight",
+                "q_proj_weight",
+                "k_proj_weight",
+                "v_proj_weight",
+                "in_proj_bias",
+                "bias_k",
+                "bias_v",
+            ):
+                tensor = getattr(layer, name)
+                if tensor is not None:
+                    tensor.data = tensor.data.to(dtype)
+        for name in ("text_projection", "proj"):
+            param = getattr(layer, name, None)
+            if isinstance(param, nn.Parameter):
+                param.data = param.data.to(dtype)
+
+    model.apply(cast)
+    return model
+
+
+def _normalise(x: Any) -> list[Embedding]:
+    x = x.float()
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return x.cpu().tolist()

@@ -1,0 +1,408 @@
+"""ImageIngestor: files or image nodes in, CLIP vectors in Milvus out, incrementally."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import os
+import sys
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+from llama_index.core.schema import ImageDocument, ImageNode
+from PIL import Image
+
+from ._util import chunks
+from .embedding import FastClipEmbedding
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, discover_images, file_sha256, to_rgb
+from .images import open_image as _open_image
+from .store import BUILTIN_FIELDS, ImageStore
+
+logger = logging.getLogger(__name__)
+
+#: Namespace of image node ids: uuid5(namespace, absolute path) for files,
+#: uuid5(namespace, "sha256:<digest>") for in-memory images.
+ID_NAMESPACE = uuid.UUID("5b0f7a52-6a43-4a8e-9a77-3c1f6b2d9e41")
+
+#: Decoded images are shrunk to this longest side before CLIP's own resize: CLIP sees
+#: 224 px, and a chunk of 12000x9000 decodes would not fit in memory.
+MAX_DECODED_SIDE = 1024
+
+_RESERVED = {"id", "vector", *BUILTIN_FIELDS}
+
+
+def image_node_id(path: str | os.PathLike[str]) -> str:
+    """The deterministic node id of an image file (from its absolute path)."""
+    return str(uuid.uuid5(ID_NAMESPACE, os.path.abspath(os.fspath(path))))
+
+
+def bytes_node_id(digest: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"sha256:{digest}"))
+
+
+@dataclass(frozen=True)
+class IngestFailure:
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion run did. ``failed`` items are retried by the next run."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    removed: int = 0
+    seen: int = 0
+    forward_passes: int = 0
+    failed: list[IngestFailure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Item:
+    """One image on its way into the store."""
+
+    id: str
+    path: str
+    sha256: str = ""
+    size: int = 0
+    mtime: float = 0.0
+    data: bytes | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    vector: list[float] | None = None
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class _Chunk:
+    todo: list[_Item]
+    decoded: Future[list[tuple[_Item, Image.Image]]] | None = None
+
+
+class ImageIngestor:
+    """Stream images into an :class:`ImageStore`, doing only the work that changed.
+
+    - Ids are deterministic (:func:`image_node_id`), and each row stores the sha256 of the
+      bytes: an unchanged file costs a hash and a lookup, no forward pass; a changed file
+      is re-embedded in place (upsert).
+    - The same bytes at two paths are two rows (each path stays searchable, filterable
+      and removable on its own) sharing one vector: it is computed once and copied.
+    - Work streams in chunks of ``batch_size``: memory stays flat, each chunk is written
+      before the next is read, so an interrupted run keeps what it wrote and the next
+      run finishes the rest without duplicates.
+    - Bad files are skipped with a reason in the report; they never abort the run.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ImageStore,
+        embed_model: MultiModalEmbedding,
+        batch_size: int = 64,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        show_progress: bool | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1.")
+        self.store = store
+        self.embed_model = embed_model
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.show_progress = show_progress
+        self._vector_cache: OrderedDict[str, list[float]] = OrderedDict()
+
+    # -- public --------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        inputs: Iterable[Any] | str | os.PathLike[str],
+        *,
+        sync: bool = False,
+        recursive: bool = True,
+    ) -> IngestReport:
+        """Index files, folders, ``ImageNode``s or ``ImageDocument``s.
+
+        Args:
+            inputs: A path, or an iterable of paths (files or folders) and image nodes.
+            sync: Also remove rows of files that no longer exist under the given folders.
+            recursive: Walk sub-folders.
+        """
+        started = time.perf_counter()
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        items = list(inputs) if not isinstance(inputs, list) else inputs
+        roots = [os.path.abspath(os.fspath(i)) for i in items if _is_dir(i)]
+        report = IngestReport()
+        seen: set[str] = set()
+        self._ensure_store()
+        progress = self._progress()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
+            pending: _Chunk | None = None
+            for batch in chunks(self._expand(items, report), self.batch_size):
+                seen.update(item.id for item in batch)
+                chunk = self._classify(batch, report)
+                chunk.decoded = pool.submit(self._decode, chunk.todo, report)
+                if pending is not None:
+                    self._write(pending, report)
+                pending = chunk
+                if progress is not None:
+                    progress.update(len(batch))
+            if pending is not None:
+                self._write(pending, report)
+        if sync and roots:
+            report.removed = self._remove_missing(roots, seen)
+        self.store.flush()
+        if progress is not None:
+            progress.close()
+        report.seconds = time.perf_counter() - started
+        if report.failed:
+            logger.warning(
+                "Skipped %d image(s) that could not be indexed, e.g. %s (%s); see the report.",
+                len(report.failed),
+                report.failed[0].path,
+                report.failed[0].reason,
+            )
+        return report
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _ensure_store(self) -> None:
+        model = self.embed_model
+        if isinstance(model, FastClipEmbedding):
+            dim = model.embed_dim
+        else:
+            dim = len(model.get_text_embedding("a photo"))
+        self.store.ensure(dim=dim)  # raises if the collection holds other vectors
+
+    def _expand(self, items: list[Any], report: IngestReport) -> Iterator[_Item]:
+        paths: list[Any] = []
+        for item in items:
+            if isinstance(item, (ImageNode, ImageDocument)):
+                converted = self._from_node(item, report)
+                if converted is not None:
+                    report.seen += 1
+                    yield converted
+            elif isinstance(item, (str, os.PathLike)):
+                paths.append(item)
+            else:
+                report.failed.append(
+                    IngestFailure(repr(item)[:200], f"unsupported input {type(item).__name__}")
+                )
+        for path in discover_images(paths):
+            report.seen += 1
+            yield _Item(id=image_node_id(path), path=str(path))
+
+    def _from_node(self, node: ImageNode | ImageDocument, report: IngestReport) -> _Item | None:
+        metadata = {k: v for k, v in node.metadata.items() if _storable(v)}
+        path = node.image_path or node.metadata.get("file_path")
+        if path:
+            item = _Item(id=image_node_id(path), path=os.path.abspath(path), metadata=metadata)
+            return item
+        if node.image:
+            try:
+                data = base64.b64decode(node.image, validate=False)
+            except (binascii.Error, ValueError):
+                report.failed.append(IngestFailure(node.node_id, "image field is not base64"))
+                return None
+            digest = hashlib.sha256(data).hexdigest()
+            return _Item(id=bytes_node_id(digest), path="", data=data, metadata=metadata)
+        reason = "image_url is not fetched; download the file and pass its path"
+        if not node.image_url:
+            reason = "node has no image_path, image or image_url"
+        report.failed.append(IngestFailure(node.node_id, reason))
+        return None
+
+    def _classify(self, batch: list[_Item], report: IngestReport) -> _Chunk:
+        """Hash each item, skip unchanged ones, reuse vectors of known bytes."""
+        ready: list[_Item] = []
+        for item in batch:
+            try:
+                if item.data is not None:
+                    item.sha256 = hashlib.sha256(item.data).hexdigest()
+                    item.size = len(item.data)
+                else:
+                    st = os.stat(item.path)
+                    item.size, item.mtime = st.st_size, st.st_mtime
+                    item.sha256 = file_sha256(item.path)
+                ready.append(item)
+            except OSError as exc:
+                reason = (
+                    "permission denied"
+                    if isinstance(exc, PermissionError)
+                    else (f"cannot read file ({exc.strerror or exc})")
+                )
+                report.failed.append(IngestFailure(item.path, reason))
+        stored = self.store.get([i.id for i in ready], ["sha256"])
+        todo = []
+        for item in ready:
+            if stored.get(item.id, {}).get("sha256") == item.sha256:
+                report.unchanged += 1
+            else:
+                todo.append(item)
+        missing = [i.sha256 for i in todo if i.sha256 not in self._vector_cache]
+        known = self.store.vectors_by_sha256(missing) if missing else {}
+        for item in todo:
+            item.vector = self._vector_cache.get(item.sha256) or known.get(item.sha256)
+        return _Chunk(todo=todo)
+
+    def _decode(self, todo: list[_Item], report: IngestReport) -> list[tuple[_Item, Image.Image]]:
+        """Open the images that need a forward pass (runs on the decode thread)."""
+        out = []
+        pending_shas: set[str] = set()
+        for item in todo:
+            if item.vector is not None or item.sha256 in pending_shas:
+                continue  # copied from identical bytes, no decode needed
+            try:
+                img = self._open(item)
+            except ImageLoadError as exc:
+                report.failed.append(IngestFailure(item.path or item.id, exc.reason))
+                continue
+            item.width, item.height = img.size
+            if max(img.size) > MAX_DECODED_SIDE:
+                img.thumbnail((MAX_DECODED_SIDE, MAX_DECODED_SIDE), Image.Resampling.BICUBIC)
+            pending_shas.add(item.sha256)
+            out.append((item, img))
+        return out
+
+    def _open(self, item: _Item) -> Image.Image:
+        if item.data is None:
+            return _open_image(item.path, max_pixels=self.max_pixels)
+        try:
+            with Image.open(io.BytesIO(item.data)) as img:
+                if img.size[0] * img.size[1] > self.max_pixels:
+                    raise ImageLoadError(item.id, "decompression bomb")
+                img.load()
+                return to_rgb(img)
+        except ImageLoadError:
+            raise
+        except Exception as exc:
+            raise ImageLoadError(item.id, f"not a readable image ({exc})") from exc
+
+    def _write(self, chunk: _Chunk, report: IngestReport) -> None:
+        assert chunk.decoded is not None
+        decoded = chunk.decoded.result()
+        if decoded:
+            vectors = self._embed([img for _, img in decoded], [item for item, _ in decoded])
+            report.forward_passes += len(decoded)
+            for (item, _), vector in zip(decoded, vectors, strict=True):
+                item.vector = vector
+                self._remember(item.sha256, vector)
+        failed = {f.path for f in report.failed}
+        embedded = {id(item) for item, _ in decoded}
+        rows = []
+        for item in chunk.todo:
+            found = item.vector or self._vector_cache.get(item.sha256)
+            if found is None:
+                if (item.path or item.id) not in failed:
+                    report.failed.append(IngestFailure(item.path or item.id, "no vector"))
+                continue
+            if id(item) not in embedded:
+                report.reused += 1
+                self._fill_size(item)
+            rows.append(self._row(item, found))
+        self.store.upsert(rows)
+        report.indexed += len(rows)
+
+    def _fill_size(self, item: _Item) -> None:
+        if item.width:
+            return
+        try:
+            source = item.path if item.data is None else io.BytesIO(item.data)
+            with Image.open(source) as img:
+                item.width, item.height = img.size
+        except Exception:
+            pass
+
+    def _embed(self, images: list[Image.Image], items: list[_Item]) -> list[list[float]]:
+        model = self.embed_model
+        if isinstance(model, FastClipEmbedding):
+            return model.embed_pil_batches(chunks(images, model.embed_batch_size))
+        # Any other MultiModalEmbedding: hand it what upstream expects (paths or buffers).
+        sources: list[Any] = []
+        for item, img in zip(items, images, strict=True):
+            if item.data is None:
+                sources.append(item.path)
+            else:
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                buf.seek(0)
+                sources.append(buf)
+        vectors = model.get_image_embedding_batch(sources)
+        return [_unit(v) for v in vectors]
+
+    def _remember(self, digest: str, vector: list[float]) -> None:
+        self._vector_cache[digest] = vector
+        self._vector_cache.move_to_end(digest)
+        while len(self._vector_cache) > 4096:
+            self._vector_cache.popitem(last=False)
+
+    def _row(self, item: _Item, vector: list[float]) -> dict[str, Any]:
+        folder = os.path.dirname(item.path) if item.path else ""
+        row: dict[str, Any] = {
+            f"meta_{k}" if k in _RESERVED else k: v for k, v in item.metadata.items()
+        }
+        row.update(
+            id=item.id,
+            vector=vector,
+            path=item.path,
+            sha256=item.sha256,
+            folder=folder,
+            category=os.path.basename(folder),
+            width=int(item.width),
+            height=int(item.height),
+            size=int(item.size),
+            mtime=float(item.mtime),
+        )
+        return row
+
+    def _remove_missing(self, roots: list[str], seen: set[str]) -> int:
+        prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+        stale = [
+            row["id"]
+            for row in self.store.iter_rows(["path"])
+            if row["path"].startswith(prefixes) and row["id"] not in seen
+        ]
+        for batch in chunks(stale, 1000):
+            self.store.delete(batch)
+        return len(stale)
+
+    def _progress(self) -> Any:
+        show = self.show_progress
+        if show is None:
+            show = sys.stderr.isatty()
+        if not show:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(desc="images", unit="img")
+
+
+def _is_dir(item: Any) -> bool:
+    return isinstance(item, (str, os.PathLike)) and Path(item).is_dir()
+
+
+def _storable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or (
+        isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
+    )
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]

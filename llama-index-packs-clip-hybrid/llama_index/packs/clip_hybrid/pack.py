@@ -1,0 +1,253 @@
+"""ClipHybridPack: a folder of images becomes a persistent, searchable CLIP index."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.retrievers.selfhit import (
+    ImageQueryBundle,
+    SelfHitFilteringRetriever,
+    SelfHitReport,
+    to_query_bundle,
+)
+
+from .embedding import DEFAULT_CLIP_MODEL, FastClipEmbedding, Precision
+from .ingest import ImageIngestor, IngestReport
+from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
+from .store import DEFAULT_COLLECTION, DEFAULT_URI, CollectionMismatchError, ImageStore
+
+
+def _pack_base() -> Any:
+    """``BaseLlamaPack`` on cores that still have it (<= 0.14.20, PR #21276), else object."""
+    try:
+        return importlib.import_module("llama_index.core.llama_pack").BaseLlamaPack
+    except (ImportError, AttributeError):
+        return object
+
+
+_PackBase: Any = _pack_base()
+
+Mode = Literal["auto", "text", "image"]
+
+
+class ClipHybridPack(_PackBase):
+    """Index images with CLIP in Milvus and search them by text or by image.
+
+    Nothing is loaded or connected in the constructor: the CLIP model loads on the first
+    embedding, the collection opens on the first ingest or search. A new process with the
+    same ``uri`` searches right away, without re-ingesting.
+
+    Example:
+        >>> pack = ClipHybridPack(uri="./clip_hybrid.db")
+        >>> pack.ingest("photos/")  # doctest: +SKIP
+        IngestReport(indexed=120, unchanged=0, ...)
+        >>> pack.run("a system architecture diagram")  # doctest: +SKIP
+        >>> pack.run(Path("photos/cat.png"))  # image->image, the query itself filtered
+        ... # doctest: +SKIP
+
+    Args:
+        uri: Milvus Lite path (default ``./clip_hybrid.db``) or ``http(s)://host:19530``.
+        token: Milvus server token (never stored or printed).
+        collection_name: The image collection.
+        clip_model: A ``clip`` model name or a local checkpoint path.
+        embed_model: Any ``MultiModalEmbedding`` instead of CLIP (overrides clip_model).
+        device, precision: For the CLIP model, see :class:`FastClipEmbedding`.
+        similarity_top_k: Results per query.
+        keep_self_hit: Keep the query image in image->image results.
+        batch_size: Images per ingestion chunk.
+        show_progress: Progress bar on ingestion (None: only on a terminal).
+    """
+
+    def __init__(
+        self,
+        *,
+        uri: str = DEFAULT_URI,
+        token: str | None = None,
+        collection_name: str = DEFAULT_COLLECTION,
+        clip_model: str = DEFAULT_CLIP_MODEL,
+        embed_model: MultiModalEmbedding | None = None,
+        device: str | None = None,
+        precision: Precision = "auto",
+        similarity_top_k: int = 5,
+        keep_self_hit: bool = False,
+        batch_size: int = 64,
+        show_progress: bool | None = None,
+    ) -> None:
+        if similarity_top_k < 1:
+            raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
+        self.store = ImageStore(uri=uri, token=token, collection_name=collection_name)
+        self.embed_model: MultiModalEmbedding = embed_model or FastClipEmbedding(
+            model_name=clip_model, device=device, precision=precision
+        )
+        self.similarity_top_k = similarity_top_k
+        self.keep_self_hit = keep_self_hit
+        self.ingestor = ImageIngestor(
+            store=self.store,
+            embed_model=self.embed_model,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+
+    def __repr__(self) -> str:
+        return f"ClipHybridPack(store={self.store!r}, model={self.embed_model.model_name!r})"
+
+    # -- pack protocol -------------------------------------------------------------------
+
+    def get_modules(self) -> dict[str, Any]:
+        """The parts, by name, for use in your own pipelines."""
+        image = self.image_retriever(keep_self_hit=True)
+        return {
+            "embed_model": self.embed_model,
+            "store": self.store,
+            "ingestor": self.ingestor,
+            "text_retriever": self.text_retriever(),
+            "image_retriever": SelfHitFilteringRetriever(image),
+            "image_retriever_unfiltered": image,
+        }
+
+    def run(self, query: Any, *, mode: Mode = "auto", **kwargs: Any) -> list[NodeWithScore]:
+        """Search: same as :meth:`retrieve`."""
+        return self.retrieve(query, mode=mode, **kwargs)
+
+    # -- ingestion -----------------------------------------------------------------------
+
+    def ingest(
+        self,
+        inputs: Any,
+        *,
+        sync: bool = False,
+        recursive: bool = True,
+        overwrite: bool = False,
+    ) -> IngestReport:
+        """Index image files, folders or image nodes; see :class:`ImageIngestor`.
+
+        ``overwrite=True`` drops the existing collection first (everything in it is lost).
+        """
+        if overwrite:
+            self.store.drop()
+        return self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
+
+    # -- retrieval -----------------------------------------------------------------------
+
+    def text_retriever(
+        self, *, similarity_top_k: int | None = None, filters: MetadataFilters | None = None
+    ) -> ClipTextToImageRetriever:
+        return ClipTextToImageRetriever(
+            store=self.store,
+            embed_model=self.embed_model,
+            similarity_top_k=similarity_top_k or self.similarity_top_k,
+            filters=filters,
+        )
+
+    def image_retriever(
+        self,
+        *,
+        similarity_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        keep_self_hit: bool | None = None,
+    ) -> ClipImageToImageRetriever | SelfHitFilteringRetriever:
+        inner = ClipImageToImageRetriever(
+            store=self.store,
+            embed_model=self.embed_model,
+            similarity_top_k=similarity_top_k or self.similarity_top_k,
+            filters=filters,
+        )
+        keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
+        return inner if keep else SelfHitFilteringRetriever(inner)
+
+    def retrieve(
+        self,
+        query: Any,
+        *,
+        mode: Mode = "auto",
+        similarity_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        keep_self_hit: bool | None = None,
+    ) -> list[NodeWithScore]:
+        """Text->image or image->image results with their real cosine scores.
+
+        ``mode="auto"`` treats paths, bytes, PIL images, image nodes and bundles with an
+        ``image_path`` as image queries, and any other text as a text query.
+        """
+        retriever, bundle = self._route(query, mode, similarity_top_k, filters, keep_self_hit)
+        return retriever.retrieve(bundle)
+
+    async def aretrieve(
+        self,
+        query: Any,
+        *,
+        mode: Mode = "auto",
+        similarity_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        keep_self_hit: bool | None = None,
+    ) -> list[NodeWithScore]:
+        """Async :meth:`retrieve`."""
+        retriever, bundle = self._route(query, mode, similarity_top_k, filters, keep_self_hit)
+        return await retriever.aretrieve(bundle)
+
+    def search(self, query: Any, **kwargs: Any) -> tuple[list[NodeWithScore], SelfHitReport | None]:
+        """:meth:`retrieve` plus the self-hit report of an image query (None for text)."""
+        mode = kwargs.pop("mode", "auto")
+        retriever, bundle = self._route(
+            query,
+            mode,
+            kwargs.pop("similarity_top_k", None),
+            kwargs.pop("filters", None),
+            kwargs.pop("keep_self_hit", None),
+        )
+        if kwargs:
+            raise TypeError(f"Unexpected options: {', '.join(kwargs)}")
+        hits = retriever.retrieve(bundle)
+        report = retriever.last_report if isinstance(retriever, SelfHitFilteringRetriever) else None
+        return hits, report
+
+    def _route(
+        self,
+        query: Any,
+        mode: Mode,
+        similarity_top_k: int | None,
+        filters: MetadataFilters | None,
+        keep_self_hit: bool | None,
+    ) -> tuple[Any, QueryBundle]:
+        if mode not in ("auto", "text", "image"):
+            raise ValueError(f"mode={mode!r} is not one of 'auto', 'text', 'image'.")
+        self._check_ready()
+        if mode == "text":
+            if not isinstance(query, (str, QueryBundle)):
+                raise ValueError(f"mode='text' needs a string query, got {type(query).__name__}.")
+            bundle = query if isinstance(query, QueryBundle) else QueryBundle(query_str=query)
+        elif mode == "image" and isinstance(query, str):
+            bundle = to_query_bundle(Path(query))
+        else:
+            bundle = to_query_bundle(query)
+        is_image = isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
+        if mode == "image" and not is_image:
+            raise ValueError("mode='image' needs an image: a path, bytes, a PIL image or node.")
+        if is_image:
+            return self.image_retriever(
+                similarity_top_k=similarity_top_k, filters=filters, keep_self_hit=keep_self_hit
+            ), bundle
+        return self.text_retriever(similarity_top_k=similarity_top_k, filters=filters), bundle
+
+    def _check_ready(self) -> None:
+        if not self.store.open_existing():
+            return  # an empty index: searches return nothing
+        dim = self.store.dim
+        model_dim = _model_dim(self.embed_model)
+        if dim is not None and model_dim is not None and dim != model_dim:
+            raise CollectionMismatchError(
+                f"Collection {self.store.collection_name!r} at {self.store.uri} holds {dim}-dim "
+                f"vectors but the model {self.embed_model.model_name!r} makes {model_dim}-dim "
+                "ones; search with the model that built the index."
+            )
+
+
+def _model_dim(model: MultiModalEmbedding) -> int | None:
+    if isinstance(model, FastClipEmbedding):
+        return model.embed_dim
+    return None

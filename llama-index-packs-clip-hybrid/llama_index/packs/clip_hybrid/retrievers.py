@@ -1,0 +1,128 @@
+"""Text->image and image->image retrievers over an ImageStore."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY, QueryImage
+
+from .filters import filters_to_expr
+from .store import BUILTIN_FIELDS, ImageStore, StoredHit
+
+#: Node metadata keys that describe storage, not content: kept out of LLM and embed text.
+_SYSTEM_KEYS = [CONTENT_HASH_METADATA_KEY, "folder", "width", "height", "size", "mtime"]
+
+
+def hit_to_node(hit: StoredHit) -> NodeWithScore:
+    """A stored row as an ``ImageNode`` with its real cosine score."""
+    fields = dict(hit.fields)
+    path = fields.pop("path", "") or None
+    metadata: dict[str, Any] = {"file_path": path} if path else {}
+    metadata[CONTENT_HASH_METADATA_KEY] = fields.pop("sha256", "")
+    metadata.update(fields)
+    node = ImageNode(
+        id_=hit.id,
+        image_path=path,
+        metadata=metadata,
+        excluded_llm_metadata_keys=list(_SYSTEM_KEYS),
+        excluded_embed_metadata_keys=list(_SYSTEM_KEYS),
+    )
+    return NodeWithScore(node=node, score=hit.score)
+
+
+class _StoreRetriever(BaseRetriever):
+    def __init__(
+        self,
+        *,
+        store: ImageStore,
+        embed_model: MultiModalEmbedding,
+        similarity_top_k: int = 5,
+        filters: MetadataFilters | None = None,
+        callback_manager: CallbackManager | None = None,
+    ) -> None:
+        if similarity_top_k < 1:
+            raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
+        self.store = store
+        self.embed_model = embed_model
+        self.similarity_top_k = similarity_top_k
+        self.filters = filters
+        self._expr = filters_to_expr(filters)  # validates the filters now
+        super().__init__(callback_manager=callback_manager)
+
+    def _search(self, vector: list[float]) -> list[NodeWithScore]:
+        hits = self.store.search(
+            vector, limit=self.similarity_top_k, filter=self._expr, output_fields=BUILTIN_FIELDS
+        )
+        return [hit_to_node(hit) for hit in hits]
+
+    async def _asearch(self, vector: list[float]) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._search, vector)
+
+
+class ClipTextToImageRetriever(_StoreRetriever):
+    """Text query -> CLIP text vector -> nearest images, scored by real cosine.
+
+    Example:
+        >>> retriever = ClipTextToImageRetriever(store=store, embed_model=clip)  # doctest: +SKIP
+        >>> retriever.retrieve("system architecture diagram")  # doctest: +SKIP
+    """
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if not query_bundle.query_str.strip():
+            raise ValueError("The text query is empty; type something to search for.")
+        vector = query_bundle.embedding or self.embed_model.get_query_embedding(
+            query_bundle.query_str
+        )
+        return self._search(vector)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if not query_bundle.query_str.strip():
+            raise ValueError("The text query is empty; type something to search for.")
+        vector = query_bundle.embedding or await self.embed_model.aget_query_embedding(
+            query_bundle.query_str
+        )
+        return await self._asearch(vector)
+
+
+class ClipImageToImageRetriever(_StoreRetriever):
+    """Image query (``QueryBundle.image_path``) -> CLIP image vector -> nearest images.
+
+    Returns the query image itself when it is indexed (cosine 1.0): wrap it in
+    ``SelfHitFilteringRetriever`` (``ClipHybridPack`` does) to drop it.
+    """
+
+    def _image_of(self, query_bundle: QueryBundle) -> Any:
+        image = QueryImage.from_query_bundle(query_bundle)
+        if image is None:
+            raise ValueError(
+                "An image query needs QueryBundle.image_path (or a path, bytes or PIL image "
+                "through SelfHitFilteringRetriever)."
+            )
+        return image.path if image.path else image.data
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        source = self._image_of(query_bundle)
+        vector = self.embed_model.get_image_embedding(_as_image_type(source))
+        return self._search(_unit(vector))
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        source = self._image_of(query_bundle)
+        vector = await self.embed_model.aget_image_embedding(_as_image_type(source))
+        return await self._asearch(_unit(vector))
+
+
+def _as_image_type(source: Any) -> Any:
+    import io
+
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]

@@ -1,0 +1,192 @@
+"""The clip-hybrid command with the tiny checkpoint: main() in-process, and the script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from llama_index.packs.clip_hybrid.cli import main
+from llama_index.packs.clip_hybrid.testing.bad_images import make_odd_images
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys):  # type: ignore[no-untyped-def]
+    """Run ``main(argv)`` in-process (the model and imports stay warm), as the CLI does."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture
+def indexed(tmp_path, image_dir, tiny_clip_checkpoint, run_cli):  # type: ignore[no-untyped-def]
+    db = str(tmp_path / "cli.db")
+    make_odd_images(image_dir / "odd")
+    done = run_cli(
+        "index", str(image_dir), "--db", db, "--clip-model", str(tiny_clip_checkpoint), "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    return db, json.loads(done.stdout)
+
+
+def test_index_json_report(indexed, image_dir) -> None:  # type: ignore[no-untyped-def]
+    _db, report = indexed
+    odd = make_odd_images(image_dir / "odd")  # same files again, to know what was bad
+    bad = sorted(str(i.path) for i in odd if i.expect_failure)
+    assert sorted(f["path"] for f in report["failures"]) == bad
+    assert all(f["reason"] for f in report["failures"])
+    assert report["unchanged"] == 0 and report["removed"] == 0
+    assert report["indexed"] == report["seen"] - len(bad)
+
+
+def test_reindex_and_sync(indexed, image_dir, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
+    db, first = indexed
+    shutil.rmtree(image_dir / "odd")
+    done = run_cli(
+        "index",
+        str(image_dir),
+        "--db",
+        db,
+        "--clip-model",
+        str(tiny_clip_checkpoint),
+        "--sync",
+        "--json",
+    )
+    report = json.loads(done.stdout)
+    assert report["indexed"] == 0 and report["forward_passes"] == 0
+    assert report["removed"] == first["indexed"] - report["unchanged"]
+    assert report["failures"] == []
+
+
+def test_search_text_and_image_json(indexed, image_dir, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
+    db, _ = indexed
+    model = ["--db", db, "--clip-model", str(tiny_clip_checkpoint)]
+    text = run_cli("search", "a bar chart", "--top-k", "4", "--json", *model)
+    assert text.returncode == 0, text.stderr
+    out = json.loads(text.stdout)
+    assert out["mode"] == "text" and [r["rank"] for r in out["results"]] == [1, 2, 3, 4]
+    assert all({"rank", "id", "path", "score"} <= set(r) for r in out["results"])
+    assert out["filtered_self_hits"] == []
+    assert all(-1.0 <= r["score"] <= 1.0 for r in out["results"])
+
+    query = str(next(image_dir.rglob("flowchart_1.png")))
+    image = json.loads(run_cli("search", "--image", query, "--top-k", "3", "--json", *model).stdout)
+    assert image["mode"] == "image" and len(image["results"]) == 3
+    assert query not in [r["path"] for r in image["results"]]
+    (dropped,) = image["filtered_self_hits"]
+    assert dropped["path"] == query and dropped["reason"] == "path"
+    assert dropped["score"] == pytest.approx(1.0, abs=1e-4)
+
+    kept = json.loads(
+        run_cli("search", "--image", query, "--keep-self-hit", "--json", *model).stdout
+    )
+    assert kept["results"][0]["path"] == query and kept["filtered_self_hits"] == []
+
+    only = json.loads(
+        run_cli(
+            "search", "x", "--filter", "category=diagram", "--top-k", "9", "--json", *model
+        ).stdout
+    )
+    assert {r["category"] for r in only["results"]} == {"diagram"}
+
+
+def test_plain_output(indexed, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
+    db, _ = indexed
+    done = run_cli(
+        "search", "mountains", "--db", db, "--clip-model", str(tiny_clip_checkpoint), "--top-k", "2"
+    )
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].lstrip().startswith("1. ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search"],  # neither query nor --image
+        ["search", "text", "--image", "x.png"],  # both
+        ["search", "text", "--top-k", "0"],
+        ["search", "--mode", "text", "--image", "x.png"],
+        ["index"],  # no paths
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(args, run_cli) -> None:  # type: ignore[no-untyped-def]
+    done = run_cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_failures_exit_1_with_one_line(tmp_path, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
+    missing_db = run_cli(
+        "search", "x", "--db", str(tmp_path / "none.db"), "--clip-model", str(tiny_clip_checkpoint)
+    )
+    assert missing_db.returncode == 1
+    assert missing_db.stderr.strip().splitlines() == [missing_db.stderr.strip().splitlines()[-1]]
+    assert "No index at" in missing_db.stderr and "clip-hybrid index" in missing_db.stderr
+
+    no_weights = run_cli(
+        "index",
+        str(tmp_path),
+        "--db",
+        str(tmp_path / "y.db"),
+        "--clip-model",
+        str(tmp_path / "missing.pt"),
+    )
+    assert no_weights.returncode == 1
+    assert len(no_weights.stderr.strip().splitlines()) == 1
+    assert "checkpoint" in no_weights.stderr
+
+    with pytest.raises(ValueError, match=r"missing\.pt"):  # --debug lets it propagate
+        main(
+            [
+                "index",
+                str(tmp_path),
+                "--db",
+                str(tmp_path / "y.db"),
+                "--clip-model",
+                str(tmp_path / "missing.pt"),
+                "--debug",
+            ]
+        )
+
+
+def test_installed_command_runs_as_a_program(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The console script itself: usage errors exit 2, failures exit 1, one line each."""
+    script = Path(sys.executable).parent / "clip-hybrid"
+    usage = subprocess.run([str(script), "search"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 2 and "give either a text QUERY" in usage.stderr
+    failure = subprocess.run(
+        [
+            str(script),
+            "search",
+            "x",
+            "--db",
+            str(tmp_path / "none.db"),
+            "--clip-model",
+            str(tmp_path / "missing.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failure.returncode == 1, failure.stderr
+    assert len(failure.stderr.strip().splitlines()) == 1 and "Traceback" not in failure.stderr

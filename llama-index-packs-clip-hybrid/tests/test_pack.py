@@ -1,0 +1,268 @@
+"""ClipHybridPack end to end on Milvus Lite with the tiny CLIP checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from llama_index.core.schema import ImageDocument, ImageNode
+from llama_index.core.vector_stores.types import (
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
+from llama_index.packs.clip_hybrid import (
+    ClipHybridPack,
+    CollectionMismatchError,
+    FastClipEmbedding,
+    image_node_id,
+)
+from llama_index.packs.clip_hybrid.testing import TinyClipConfig, make_tiny_clip_checkpoint
+from llama_index.packs.clip_hybrid.testing.bad_images import make_odd_images
+from llama_index.retrievers.selfhit import SelfHitFilteringRetriever
+
+
+def _paths(hits) -> list[str]:  # type: ignore[no-untyped-def]
+    return [h.node.metadata["file_path"] for h in hits]
+
+
+def test_ingest_then_reingest_does_no_forward_passes(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    n = len(list(image_dir.rglob("*.png")))
+    first = pack.ingest(image_dir)
+    assert (first.indexed, first.unchanged, first.forward_passes) == (n, 0, n)
+    assert first.failed == []
+    again = pack.ingest(image_dir)
+    assert (again.indexed, again.unchanged, again.forward_passes) == (0, n, 0)
+    assert pack.store.count() == n
+
+
+def test_changed_file_is_reembedded_in_place_and_sync_removes_deleted(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    files = sorted(image_dir.rglob("*.png"))
+    changed, deleted = files[0], files[1]
+    shutil.copyfile(files[-1], changed)  # new pixels at the same path
+    deleted.unlink()
+    kept = pack.ingest(image_dir)  # without sync nothing is removed
+    assert (kept.indexed, kept.removed) == (1, 0)
+    assert pack.store.count() == len(files)
+    row = pack.store.get([image_node_id(changed)], ["sha256"])
+    assert (
+        row[image_node_id(changed)]["sha256"]
+        == pack.store.get([image_node_id(files[-1])], ["sha256"])[image_node_id(files[-1])][
+            "sha256"
+        ]
+    )
+    synced = pack.ingest(image_dir, sync=True)
+    assert (synced.indexed, synced.removed) == (0, 1)
+    assert pack.store.count() == len(files) - 1
+    assert pack.store.get([image_node_id(deleted)], ["path"]) == {}
+
+
+def test_same_bytes_at_two_paths_two_rows_one_forward_pass(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    source = next(image_dir.rglob("bar_chart_0.png"))
+    twin = image_dir / "copies" / "twin.png"
+    twin.parent.mkdir()
+    shutil.copyfile(source, twin)
+    report = pack.ingest(image_dir)
+    n = len(list(image_dir.rglob("*.png")))
+    assert report.indexed == n and report.forward_passes == n - 1 and report.reused == 1
+    rows = pack.store.get([image_node_id(source), image_node_id(twin)], ["vector"])
+    assert rows[image_node_id(source)]["vector"] == rows[image_node_id(twin)]["vector"]
+    # Both copies are the query image's bytes: image->image drops both.
+    hits, report = pack.search(source)
+    assert str(twin) not in _paths(hits) and str(source) not in _paths(hits)
+    assert sorted(d.reason for d in report.dropped) == ["bytes", "path"]
+
+
+def test_bad_files_are_reported_and_never_abort(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    odd = make_odd_images(image_dir / "odd")
+    report = pack.ingest(image_dir)
+    bad = {i.path.name: i.expect_failure for i in odd if i.expect_failure}
+    failures = {Path(f.path).name: f.reason for f in report.failed}
+    assert set(failures) == set(bad)
+    for name, word in bad.items():
+        assert word in failures[name]
+    good = len(list(image_dir.rglob("*.png"))) - sum(1 for n in bad if n.endswith(".png"))
+    assert report.indexed == pack.store.count() >= good
+    # Failures are retried on the next run (and fail again, with the same reasons).
+    again = pack.ingest(image_dir)
+    assert {Path(f.path).name for f in again.failed} == set(bad)
+
+
+def test_text_to_image_scores_are_real_cosines(pack, image_dir, fast_clip) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    hits = pack.run("system architecture diagram")
+    assert len(hits) == 3
+    query = np.asarray(fast_clip.get_query_embedding("system architecture diagram"))
+    stored = pack.store.get([h.node.node_id for h in hits], ["vector"])
+    for hit in hits:
+        cosine = float(query @ np.asarray(stored[hit.node.node_id]["vector"]))
+        assert hit.score == pytest.approx(cosine, abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_image_queries_filter_the_self_hit_unless_asked(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    query = next(image_dir.rglob("flowchart_0.png"))
+    hits = pack.run(query)
+    assert len(hits) == 3 and str(query) not in _paths(hits)
+    kept = pack.retrieve(query, keep_self_hit=True)
+    assert _paths(kept)[0] == str(query)
+    assert kept[0].score == pytest.approx(1.0, abs=1e-4)
+    as_text = pack.run(str(query), mode="image")
+    assert _paths(as_text) == _paths(hits)
+
+
+async def test_async_matches_sync(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    query = next(image_dir.rglob("diagram_1.png"))
+    assert _paths(await pack.aretrieve(query)) == _paths(pack.retrieve(query))
+    text = "a bar chart"
+    assert _paths(await pack.aretrieve(text)) == _paths(pack.retrieve(text))
+
+
+def test_metadata_filters_work_on_image_retrieval(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    only_flow = MetadataFilters(filters=[MetadataFilter(key="category", value="flowchart")])
+    hits = pack.run("a diagram", filters=only_flow, similarity_top_k=10)
+    assert len(hits) == 2 and {h.node.metadata["category"] for h in hits} == {"flowchart"}
+    query = next(image_dir.rglob("landscape_photo_0.png"))
+    either = MetadataFilters(
+        filters=[
+            MetadataFilter(
+                key="category", value=["bar_chart", "text_en"], operator=FilterOperator.IN
+            )
+        ]
+    )
+    hits = pack.run(query, filters=either, similarity_top_k=10)
+    assert {h.node.metadata["category"] for h in hits} == {"bar_chart", "text_en"}
+    assert len(hits) == 5
+
+
+def test_image_nodes_and_documents_with_their_metadata(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    files = sorted(image_dir.rglob("*.png"))
+    inline = base64.b64encode(files[2].read_bytes()).decode()
+    nodes = [
+        ImageNode(image_path=str(files[0]), metadata={"owner": "ana", "year": 2024}),
+        ImageDocument(image_path=str(files[1]), metadata={"owner": "bo", "year": 2023}),
+        ImageNode(image=inline, metadata={"owner": "cy", "year": 2022}),
+        ImageNode(image_url="http://example.invalid/x.png"),
+    ]
+    report = pack.ingest(nodes)
+    assert report.indexed == 3
+    assert [f.reason for f in report.failed] == [
+        "image_url is not fetched; download the file and pass its path"
+    ]
+    recent = MetadataFilters(
+        filters=[MetadataFilter(key="year", value=2023, operator=FilterOperator.GTE)]
+    )
+    hits = pack.run("anything", filters=recent, similarity_top_k=10)
+    assert sorted(h.node.metadata["owner"] for h in hits) == ["ana", "bo"]
+
+
+def test_existing_collection_with_other_dimension_is_refused(
+    tmp_path, milvus_uri, fast_clip, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    ClipHybridPack(uri=milvus_uri, embed_model=fast_clip).ingest(image_dir)
+    other_ckpt = make_tiny_clip_checkpoint(
+        tmp_path / "other.pt", config=TinyClipConfig(embed_dim=16)
+    )
+    other = ClipHybridPack(uri=milvus_uri, clip_model=str(other_ckpt))
+    with pytest.raises(CollectionMismatchError, match=r"holds 32-dim .* makes 16-dim"):
+        other.ingest(image_dir)
+    with pytest.raises(CollectionMismatchError, match=r"32-dim .* 16-dim"):
+        other.run("a diagram")
+    # Nothing was dropped or overwritten.
+    assert ClipHybridPack(uri=milvus_uri, embed_model=fast_clip).store.count() == len(
+        list(image_dir.rglob("*.png"))
+    )
+
+
+def test_empty_index_returns_nothing(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    assert pack.run("a diagram") == []
+    assert pack.run(next(image_dir.rglob("*.png"))) == []
+
+
+def test_get_modules_exposes_working_parts(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    modules = pack.get_modules()
+    assert set(modules) >= {"embed_model", "store", "text_retriever", "image_retriever"}
+    assert isinstance(modules["image_retriever"], SelfHitFilteringRetriever)
+    query = next(image_dir.rglob("ui_screenshot_0.png"))
+    assert _paths(modules["image_retriever"].retrieve(query)) == _paths(pack.run(query))
+    assert _paths(
+        modules["image_retriever_unfiltered"].retrieve(
+            __import__("llama_index.core.schema", fromlist=["QueryBundle"]).QueryBundle(
+                query_str="", image_path=str(query)
+            )
+        )
+    )[0] == str(query)
+
+
+def test_reopen_in_a_new_process_searches_without_reingesting(
+    pack, image_dir, tiny_clip_checkpoint, milvus_uri
+) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    expected = _paths(pack.run("mountains at sunset"))
+    pack.store.close()
+    code = textwrap.dedent(
+        f"""
+        from llama_index.packs.clip_hybrid import ClipHybridPack
+        pack = ClipHybridPack(uri={milvus_uri!r}, clip_model={str(tiny_clip_checkpoint)!r},
+                              precision="fp32", similarity_top_k=3)
+        for hit in pack.run("mountains at sunset"):
+            print(hit.node.metadata["file_path"])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == expected
+
+
+def test_killed_mid_run_loses_nothing_and_next_run_finishes(
+    image_dir, tiny_clip_checkpoint, milvus_uri
+) -> None:  # type: ignore[no-untyped-def]
+    code = textwrap.dedent(
+        f"""
+        import os, signal, threading, time
+        from llama_index.packs.clip_hybrid import ClipHybridPack
+        pack = ClipHybridPack(uri={milvus_uri!r}, clip_model={str(tiny_clip_checkpoint)!r},
+                              precision="fp32", batch_size=2)
+        original = pack.store.upsert
+        calls = []
+        def upsert(rows):
+            original(rows)
+            calls.append(len(rows))
+            if len(calls) == 3:  # SIGKILL right after the third chunk is written
+                os.kill(os.getpid(), signal.SIGKILL)
+        pack.store.upsert = upsert
+        pack.ingest({str(image_dir)!r})
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert killed.returncode == -9
+    survivor = ClipHybridPack(
+        uri=milvus_uri, clip_model=str(tiny_clip_checkpoint), precision="fp32"
+    )
+    assert survivor.store.count() == 6  # three chunks of two were written
+    report = survivor.ingest(image_dir)
+    n = len(list(image_dir.rglob("*.png")))
+    assert (report.unchanged, report.indexed) == (6, n - 6)
+    ids = [row["id"] for row in survivor.store.iter_rows(["id"])]
+    assert len(ids) == len(set(ids)) == n
+
+
+def test_constructor_does_no_io(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    uri = tmp_path / "never" / "created.db"
+    pack = ClipHybridPack(uri=str(uri), clip_model=str(tmp_path / "missing.pt"))
+    assert not uri.exists() and not uri.parent.exists()
+    assert isinstance(pack.embed_model, FastClipEmbedding) and not pack.embed_model.is_loaded
+    assert "token" not in repr(pack)
+    assert os.fspath(uri) in repr(pack)

@@ -25,7 +25,7 @@ def test_demo_indexes_and_searches_by_text_and_image(tiny_clip_checkpoint, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     n_images = len(list((ROOT / "examples" / "images").rglob("*.png")))
-    assert f"Indexing {n_images} images" in out
+    assert f"Indexed {n_images} images (0 unchanged, 0 skipped)" in out
     assert out.count("text->image") == 3
     # Each section lists three ranked results with a real cosine score and a sample path.
     ranked = re.findall(r"^\s+\d\. (-?\d\.\d{4})\s+images/\S+\.png$", out, flags=re.M)
@@ -37,11 +37,19 @@ def test_demo_indexes_and_searches_by_text_and_image(tiny_clip_checkpoint, tmp_p
     assert re.search(r"filtered self-hit: score 1\.0000 \(matched by path\)", out)  # ... but shown
 
 
+def test_demo_rerun_reuses_the_index(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    args = ("--clip-model", str(tiny_clip_checkpoint), "--db", str(tmp_path / "demo.db"))
+    assert _demo(*args).returncode == 0
+    again = _demo(*args)
+    n_images = len(list((ROOT / "examples" / "images").rglob("*.png")))
+    assert f"Indexed 0 images ({n_images} unchanged, 0 skipped)" in again.stdout
+
+
 def test_demo_without_weights_says_so_in_one_sentence(tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "no-such-checkpoint.pt"
     done = _demo("--clip-model", str(missing), "--db", str(tmp_path / "demo.db"))
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
-    assert message.startswith("Could not load the CLIP model")
-    assert "--clip-model /path/to/checkpoint.pt" in message
+    assert message.startswith(f"CLIP model '{missing}' is neither a known name")
+    assert message.endswith("pass one of those names or a local checkpoint path.")
     assert "Traceback" not in done.stderr

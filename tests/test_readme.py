@@ -60,3 +60,14 @@ def test_selfhit_readme_example_runs(tiny_clip_checkpoint, tmp_path) -> None:  #
     assert "reason='path'" in lines[3]
     score = float(re.search(r"score=([0-9.]+)", lines[3]).group(1))  # type: ignore[union-attr]
     assert abs(score - 1.0) < 1e-4
+
+
+def test_every_number_row_names_an_existing_benchmark_command() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Numbers", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) >= 5
+    for row in rows[1:]:  # the header has no command
+        match = re.search(r"`uv run python (benchmarks/\S+\.py)[^`]*`", row)
+        assert match, f"no command in: {row}"
+        assert (ROOT / match.group(1)).is_file(), match.group(1)

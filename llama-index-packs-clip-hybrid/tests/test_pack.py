@@ -167,22 +167,53 @@ def test_image_nodes_and_documents_with_their_metadata(pack, image_dir) -> None:
     assert sorted(h.node.metadata["owner"] for h in hits) == ["ana", "bo"]
 
 
-def test_existing_collection_with_other_dimension_is_refused(
-    tmp_path, milvus_uri, fast_clip, image_dir
+def test_existing_collection_of_another_model_is_refused(
+    tmp_path, milvus_uri, fast_clip, image_dir, tiny_clip_checkpoint
 ) -> None:  # type: ignore[no-untyped-def]
     ClipHybridPack(uri=milvus_uri, embed_model=fast_clip).ingest(image_dir)
     other_ckpt = make_tiny_clip_checkpoint(
         tmp_path / "other.pt", config=TinyClipConfig(embed_dim=16)
     )
     other = ClipHybridPack(uri=milvus_uri, clip_model=str(other_ckpt))
-    with pytest.raises(CollectionMismatchError, match=r"holds 32-dim .* makes 16-dim"):
+    with pytest.raises(CollectionMismatchError, match=r"was built with the model .* but this"):
         other.ingest(image_dir)
-    with pytest.raises(CollectionMismatchError, match=r"32-dim .* 16-dim"):
+    with pytest.raises(CollectionMismatchError, match=r"other\.pt"):
         other.run("a diagram")
+    # Same dimension, another model (the same shapes, another seed): refused as well.
+    twin = make_tiny_clip_checkpoint(tmp_path / "seed1.pt", seed=1)
+    with pytest.raises(CollectionMismatchError, match=r"seed1\.pt"):
+        ClipHybridPack(uri=milvus_uri, clip_model=str(twin)).ingest(image_dir)
     # Nothing was dropped or overwritten.
     assert ClipHybridPack(uri=milvus_uri, embed_model=fast_clip).store.count() == len(
         list(image_dir.rglob("*.png"))
     )
+
+
+def test_other_dimension_is_refused_before_anything_is_written(
+    tmp_path, milvus_uri, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    from llama_index.packs.clip_hybrid import ImageStore
+
+    store = ImageStore(uri=milvus_uri)
+    store.ensure(dim=8)  # no model recorded (made by other code)
+    store.close()
+    pack = ClipHybridPack(
+        uri=milvus_uri,
+        clip_model=str(make_tiny_clip_checkpoint(tmp_path / "c.pt")),
+    )
+    with pytest.raises(CollectionMismatchError, match=r"holds 8-dim .* makes 32-dim"):
+        pack.ingest(image_dir)
+    assert pack.store.count() == 0
+
+
+def test_unchanged_rerun_does_not_load_the_model(
+    milvus_uri, image_dir, tiny_clip_checkpoint
+) -> None:  # type: ignore[no-untyped-def]
+    ClipHybridPack(uri=milvus_uri, clip_model=str(tiny_clip_checkpoint)).ingest(image_dir)
+    fresh = ClipHybridPack(uri=milvus_uri, clip_model=str(tiny_clip_checkpoint))
+    report = fresh.ingest(image_dir)
+    assert report.forward_passes == 0 and report.indexed == 0
+    assert not fresh.embed_model.is_loaded
 
 
 def test_empty_index_returns_nothing(pack, image_dir) -> None:  # type: ignore[no-untyped-def]

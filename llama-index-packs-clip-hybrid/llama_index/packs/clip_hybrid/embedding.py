@@ -188,7 +188,7 @@ class FastClipEmbedding(ClipEmbedding):
             model, preprocess = clip.load(
                 name, device=device, jit=False, download_root=self.download_root
             )
-        except (OSError, RuntimeError, EOFError) as exc:
+        except (OSError, RuntimeError, EOFError, KeyError) as exc:
             where = "read" if os.path.isfile(name) else "download"
             raise ClipWeightsUnavailableError(
                 f"Could not {where} the CLIP weights for {name!r} ({type(exc).__name__}: "

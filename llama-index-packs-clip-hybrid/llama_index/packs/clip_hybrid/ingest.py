@@ -126,6 +126,7 @@ class ImageIngestor:
         self.max_pixels = max_pixels
         self.show_progress = show_progress
         self._vector_cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._dim_checked = False
 
     # -- public --------------------------------------------------------------------------
 
@@ -183,12 +184,20 @@ class ImageIngestor:
     # -- steps ---------------------------------------------------------------------------
 
     def _ensure_store(self) -> None:
+        """Open the collection without loading the model when it exists (an unchanged
+        re-run then costs no model load at all); create it otherwise."""
         model = self.embed_model
-        if isinstance(model, FastClipEmbedding):
-            dim = model.embed_dim
-        else:
-            dim = len(model.get_text_embedding("a photo"))
-        self.store.ensure(dim=dim)  # raises if the collection holds other vectors
+        if self.store.open_existing():
+            self.store.check_model(model.model_name)
+            self._dim_checked = False  # checked against the first vector written
+            return
+        dim = (
+            model.embed_dim
+            if isinstance(model, FastClipEmbedding)
+            else len(model.get_text_embedding("a photo"))
+        )
+        self.store.ensure(dim=dim, model=model.model_name)
+        self._dim_checked = True
 
     def _expand(self, items: list[Any], report: IngestReport) -> Iterator[_Item]:
         paths: list[Any] = []
@@ -299,6 +308,9 @@ class ImageIngestor:
         decoded = chunk.decoded.result()
         if decoded:
             vectors = self._embed([img for _, img in decoded], [item for item, _ in decoded])
+            if not self._dim_checked:  # raises if the collection holds other vectors
+                self.store.ensure(dim=len(vectors[0]), model=self.embed_model.model_name)
+                self._dim_checked = True
             report.forward_passes += len(decoded)
             for (item, _), vector in zip(decoded, vectors, strict=True):
                 item.vector = vector

@@ -237,6 +237,7 @@ class ClipHybridPack(_PackBase):
     def _check_ready(self) -> None:
         if not self.store.open_existing():
             return  # an empty index: searches return nothing
+        self.store.check_model(self.embed_model.model_name)
         dim = self.store.dim
         model_dim = _model_dim(self.embed_model)
         if dim is not None and model_dim is not None and dim != model_dim:

@@ -1,0 +1,123 @@
+"""CLIP embedding speed: FastClipEmbedding vs upstream ClipEmbedding, side by side.
+
+    uv run python benchmarks/bench_embedding.py [--images 48] [--rounds 3] [--bf16]
+
+Full-size ViT-B/32 shapes with random weights, on this machine's CPU. Reports ratios
+(ours vs upstream) per round and their spread; the rounds interleave the alternatives.
+Throughputs are rates (items/s): upstream texts are timed on --upstream-texts of them,
+ours on --texts (the upstream loop is slow). bf16 runs when the CPU has native bf16 or
+with --bf16 (elsewhere it is emulated and far slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+from _common import CACHE, machine, make_photos, percentile, spread, timed, vit_b_32_checkpoint
+from llama_index.embeddings.clip import ClipEmbedding
+from llama_index.packs.clip_hybrid import FastClipEmbedding
+from llama_index.packs.clip_hybrid.embedding import cpu_has_native_bf16
+
+QUERIES = [
+    "a system architecture diagram",
+    "a flowchart of the user login process",
+    "a bar chart of quarterly revenue",
+    "a screenshot of a settings page with a save button",
+    "mountains at sunset over a lake",
+    "an invoice with a total amount",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--texts", type=int, default=256)
+    parser.add_argument("--upstream-texts", type=int, default=48)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 on a non-bf16 CPU")
+    args = parser.parse_args()
+
+    ckpt = str(vit_b_32_checkpoint())
+    photos = [str(p) for p in make_photos(CACHE / "photos", args.images)]
+    texts = [f"{QUERIES[i % len(QUERIES)]} number {i}" for i in range(args.texts)]
+    upstream = ClipEmbedding(model_name=ckpt)
+    fp32 = FastClipEmbedding(model_name=ckpt, precision="fp32", embed_batch_size=32)
+    auto = FastClipEmbedding(model_name=ckpt, embed_batch_size=32)
+    with_bf16 = args.bf16 or cpu_has_native_bf16()
+    bf16 = FastClipEmbedding(model_name=ckpt, precision="bf16", embed_batch_size=32)
+    models = (fp32, auto, bf16) if with_bf16 else (fp32, auto)
+    for model in models:  # load and warm up
+        model.get_text_embedding("warm up")
+        model.get_image_embedding_batch(photos[:4])
+    upstream.get_text_embedding("warm up")
+    print(
+        f"machine: {machine()}; native bf16: {cpu_has_native_bf16()}; "
+        f"auto precision -> {auto.resolved_precision}"
+    )
+
+    image_ratio = {"fp32": [], "bf16": []}
+    rates: dict[str, list[float]] = {"upstream": [], "fp32": [], "bf16": []}
+    text_batch_ratio, query_ratio = [], []
+    query_p50: dict[str, list[float]] = {"upstream": [], "ours": []}
+    for round_ in range(args.rounds):
+        t_up, _ = timed(lambda: [upstream.get_image_embedding(p) for p in photos])
+        t_fp32, _ = timed(lambda: fp32.get_image_embedding_batch(photos))
+        rates["upstream"].append(len(photos) / t_up)
+        rates["fp32"].append(len(photos) / t_fp32)
+        image_ratio["fp32"].append(t_up / t_fp32)
+        if with_bf16:
+            t_bf16, _ = timed(lambda: bf16.get_image_embedding_batch(photos))
+            rates["bf16"].append(len(photos) / t_bf16)
+            image_ratio["bf16"].append(t_up / t_bf16)
+
+        some = texts[: args.upstream_texts]
+        t_up_text, _ = timed(lambda some=some: [upstream.get_text_embedding(t) for t in some])
+        t_ours_text, _ = timed(lambda: auto.get_text_embedding_batch(texts))
+        up_rate, our_rate = len(some) / t_up_text, len(texts) / t_ours_text
+        text_batch_ratio.append(our_rate / up_rate)
+
+        ups, ours = [], []
+        for i in range(args.queries):
+            q = QUERIES[i % len(QUERIES)]
+            ups.append(timed(lambda q=q: upstream.get_query_embedding(q))[0] * 1000)
+            ours.append(timed(lambda q=q: auto.get_query_embedding(q))[0] * 1000)
+        query_p50["upstream"].append(percentile(ups, 50))
+        query_p50["ours"].append(percentile(ours, 50))
+        query_ratio.append(percentile(ours, 50) / percentile(ups, 50))
+        bf16_rate = f"{rates['bf16'][-1]:.1f}" if with_bf16 else "-"
+        print(
+            f"round {round_ + 1}: images/s upstream {rates['upstream'][-1]:.1f}, "
+            f"fp32 {rates['fp32'][-1]:.1f}, bf16 {bf16_rate}; "
+            f"texts/s upstream {up_rate:.1f}, ours (batch of {len(texts)}) {our_rate:.1f}; "
+            f"query p50 {query_p50['upstream'][-1]:.1f} vs {query_p50['ours'][-1]:.1f} ms"
+        )
+
+    print("\nsummary over rounds")
+    print(
+        f"image ingestion speed-up, fp32 batched+prefetch: {spread(image_ratio['fp32'])}x "
+        f"(target >= 1.5x on an fp32-only CPU)"
+    )
+    if with_bf16:
+        print(
+            f"image ingestion speed-up, bf16 batched+prefetch: {spread(image_ratio['bf16'])}x "
+            f"(target >= 5x where the CPU has native bf16)"
+        )
+        print(f"bf16 images/s: {spread(rates['bf16'])}")
+    print(f"images/s: upstream {spread(rates['upstream'])}, fp32 {spread(rates['fp32'])}")
+    print(
+        f"{len(texts)}-text batch throughput vs upstream: {spread(text_batch_ratio)}x "
+        f"(target >= 10x)"
+    )
+    print(
+        f"single query p50 ratio ours/upstream: {spread(query_ratio)} (target <= 0.4); "
+        f"p50 ms upstream {statistics.median(query_p50['upstream']):.1f}, "
+        f"ours {statistics.median(query_p50['ours']):.1f}"
+    )
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()

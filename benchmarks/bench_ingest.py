@@ -1,0 +1,111 @@
+"""Ingestion: first run vs unchanged re-run, and peak memory on a large folder.
+
+    uv run python benchmarks/bench_ingest.py --images 1000            # re-index ratio
+    uv run python benchmarks/bench_ingest.py --images 10000 --rss     # peak RSS only
+
+Full-size ViT-B/32 shapes, random weights, Milvus Lite in a temp dir, 640x480 JPEGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from _common import CACHE, machine, make_photos, peak_rss_mb, vit_b_32_checkpoint
+from llama_index.packs.clip_hybrid import ClipHybridPack
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_once(folder: Path, db: str, batch_size: int) -> dict[str, float]:
+    pack = ClipHybridPack(
+        uri=db, clip_model=str(vit_b_32_checkpoint()), show_progress=False, batch_size=batch_size
+    )
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:  # current RSS twice a second, to see whether it grows
+        while not done.wait(0.5):
+            samples.append(_current_rss_mb())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    report = pack.ingest(folder)
+    done.set()
+    thread.join()
+    pack.store.close()
+    quarter = max(1, len(samples) // 4)
+    return {
+        "seconds": report.seconds,
+        "forward_passes": report.forward_passes,
+        "indexed": report.indexed,
+        "unchanged": report.unchanged,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_first_quarter_max_mb": max(samples[:quarter] or [0.0]),
+        "rss_last_quarter_max_mb": max(samples[-quarter:] or [0.0]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rss", action="store_true", help="one first run in a child process")
+    parser.add_argument("--child", nargs=2, metavar=("FOLDER", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_once(Path(args.child[0]), args.child[1], args.batch_size)))
+        return
+    vit_b_32_checkpoint()
+    folder = CACHE / f"photos-{args.images}"
+    make_photos(folder, args.images)
+    print(f"machine: {machine()}; {args.images} images in {folder}")
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "bench.db")
+        runs = 1 if args.rss else 2
+        for i in range(runs):
+            # Each run in a fresh process: a cold start, as a user's re-run is.
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(folder),
+                    db,
+                    "--batch-size",
+                    str(args.batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            label = "first run" if i == 0 else "unchanged re-run"
+            print(
+                f"{label}: {result['seconds']:.2f}s ingest, {result['forward_passes']} forward "
+                f"passes, indexed {result['indexed']}, unchanged {result['unchanged']}, "
+                f"peak RSS {result['peak_rss_mb']:.0f} MB (process lifetime, model load "
+                f"included); current RSS max in the first quarter of the run "
+                f"{result['rss_first_quarter_max_mb']:.0f} MB, in the last quarter "
+                f"{result['rss_last_quarter_max_mb']:.0f} MB"
+            )
+            if i == 0:
+                first = result["seconds"]
+                print(
+                    f"  {args.images / first:.1f} images/s end to end (decode -> vectors -> Milvus)"
+                )
+            else:
+                print(f"  re-run / first run = {result['seconds'] / first:.3f} (target <= 0.10)")
+
+
+if __name__ == "__main__":
+    main()

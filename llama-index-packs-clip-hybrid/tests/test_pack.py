@@ -297,3 +297,21 @@ def test_constructor_does_no_io(tmp_path) -> None:  # type: ignore[no-untyped-de
     assert isinstance(pack.embed_model, FastClipEmbedding) and not pack.embed_model.is_loaded
     assert "token" not in repr(pack)
     assert os.fspath(uri) in repr(pack)
+
+
+def test_any_multimodal_embedding_works(
+    milvus_uri, image_dir, tiny_clip_embedding, fast_clip
+) -> None:  # type: ignore[no-untyped-def]
+    """Upstream ClipEmbedding (unnormalised, one image per pass) as the embed model."""
+    upstream = ClipHybridPack(uri=milvus_uri, embed_model=tiny_clip_embedding, similarity_top_k=3)
+    files = sorted(image_dir.rglob("*.png"))
+    inline = ImageNode(image=base64.b64encode(files[0].read_bytes()).decode())
+    report = upstream.ingest([image_dir, inline])
+    assert report.indexed == len(files) + 1 and report.failed == []
+    rows = upstream.store.get([image_node_id(files[3])], ["vector"])
+    vector = np.asarray(rows[image_node_id(files[3])]["vector"])
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)  # normalised on the way in
+    ours = np.asarray(fast_clip.get_image_embedding(str(files[3])))
+    assert float(vector @ ours) >= 0.999
+    query = files[5]
+    assert str(query) not in _paths(upstream.run(query))

@@ -34,3 +34,9 @@ def prefetch(batches: Iterator[list[Any]], prepare: Callable[[list[Any]], Any]) 
             pending = pool.submit(prepare, batch)
             yield ready
         yield pending.result()
+
+
+def unit_vector(vector: list[float]) -> list[float]:
+    """``vector`` scaled to length 1 (for embedders that do not normalise)."""
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]

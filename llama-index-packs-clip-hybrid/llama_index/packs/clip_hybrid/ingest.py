@@ -22,7 +22,7 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageDocument, ImageNode
 from PIL import Image
 
-from ._util import chunks
+from ._util import chunks, unit_vector
 from .embedding import FastClipEmbedding
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, discover_images, file_sha256, to_rgb
 from .images import open_image as _open_image
@@ -356,7 +356,7 @@ class ImageIngestor:
                 buf.seek(0)
                 sources.append(buf)
         vectors = model.get_image_embedding_batch(sources)
-        return [_unit(v) for v in vectors]
+        return [unit_vector(v) for v in vectors]
 
     def _remember(self, digest: str, vector: list[float]) -> None:
         self._vector_cache[digest] = vector
@@ -413,8 +413,3 @@ def _storable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) or (
         isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
     )
-
-
-def _unit(vector: list[float]) -> list[float]:
-    norm = sum(v * v for v in vector) ** 0.5 or 1.0
-    return [v / norm for v in vector]

@@ -12,6 +12,7 @@ from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY, QueryImage
 
+from ._util import unit_vector
 from .filters import filters_to_expr
 from .store import BUILTIN_FIELDS, ImageStore, StoredHit
 
@@ -109,20 +110,15 @@ class ClipImageToImageRetriever(_StoreRetriever):
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         source = self._image_of(query_bundle)
         vector = self.embed_model.get_image_embedding(_as_image_type(source))
-        return self._search(_unit(vector))
+        return self._search(unit_vector(vector))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         source = self._image_of(query_bundle)
         vector = await self.embed_model.aget_image_embedding(_as_image_type(source))
-        return await self._asearch(_unit(vector))
+        return await self._asearch(unit_vector(vector))
 
 
 def _as_image_type(source: Any) -> Any:
     import io
 
     return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-
-
-def _unit(vector: list[float]) -> list[float]:
-    norm = sum(v * v for v in vector) ** 0.5 or 1.0
-    return [v / norm for v in vector]

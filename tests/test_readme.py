@@ -45,7 +45,7 @@ def test_makefile_test_runs_lint_types_and_pytest() -> None:
 def test_selfhit_readme_example_runs(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
     readme = (ROOT / "llama-index-retrievers-selfhit" / "README.md").read_text()
     (example,) = _code_blocks(readme, "python")
-    assert len([line for line in example.splitlines() if line.strip()]) <= 16
+    assert len([line for line in example.splitlines() if line.strip()]) <= 15
     code = example.replace('"ViT-B/32"', repr(str(tiny_clip_checkpoint))).replace(
         '"./selfhit.db"', repr(str(tmp_path / "selfhit.db"))
     )

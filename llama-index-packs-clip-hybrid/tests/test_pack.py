@@ -315,3 +315,11 @@ def test_any_multimodal_embedding_works(
     assert float(vector @ ours) >= 0.999
     query = files[5]
     assert str(query) not in _paths(upstream.run(query))
+
+
+def test_not_recursive_takes_only_the_top_folder(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    top = next(image_dir.rglob("diagram_0.png"))
+    shutil.copyfile(top, image_dir / "top.png")
+    report = pack.ingest(image_dir, recursive=False)
+    assert (report.seen, report.indexed) == (1, 1)
+    assert pack.ingest(image_dir).indexed == len(list(image_dir.rglob("*.png"))) - 1

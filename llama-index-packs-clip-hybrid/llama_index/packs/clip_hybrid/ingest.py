@@ -103,9 +103,10 @@ class ImageIngestor:
       is re-embedded in place (upsert).
     - The same bytes at two paths are two rows (each path stays searchable, filterable
       and removable on its own) sharing one vector: it is computed once and copied.
-    - Work streams in chunks of ``batch_size``: memory stays flat, each chunk is written
-      before the next is read, so an interrupted run keeps what it wrote and the next
-      run finishes the rest without duplicates.
+    - Work streams in chunks of ``batch_size`` (the next chunk is hashed and decoded while
+      the current one is embedded): memory stays flat, each chunk is upserted as soon as it
+      is embedded, so an interrupted run keeps what it wrote and the next run finishes the
+      rest without duplicates.
     - Bad files are skipped with a reason in the report; they never abort the run.
     """
 
@@ -155,7 +156,7 @@ class ImageIngestor:
         progress = self._progress()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
             pending: _Chunk | None = None
-            for batch in chunks(self._expand(items, report), self.batch_size):
+            for batch in chunks(self._expand(items, report, recursive), self.batch_size):
                 seen.update(item.id for item in batch)
                 chunk = self._classify(batch, report)
                 chunk.decoded = pool.submit(self._decode, chunk.todo, report)
@@ -199,7 +200,7 @@ class ImageIngestor:
         self.store.ensure(dim=dim, model=model.model_name)
         self._dim_checked = True
 
-    def _expand(self, items: list[Any], report: IngestReport) -> Iterator[_Item]:
+    def _expand(self, items: list[Any], report: IngestReport, recursive: bool) -> Iterator[_Item]:
         paths: list[Any] = []
         for item in items:
             if isinstance(item, (ImageNode, ImageDocument)):
@@ -213,7 +214,7 @@ class ImageIngestor:
                 report.failed.append(
                     IngestFailure(repr(item)[:200], f"unsupported input {type(item).__name__}")
                 )
-        for path in discover_images(paths):
+        for path in discover_images(paths, recursive=recursive):
             report.seen += 1
             yield _Item(id=image_node_id(path), path=str(path))
 

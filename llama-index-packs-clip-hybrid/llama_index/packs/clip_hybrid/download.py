@@ -78,6 +78,8 @@ def _load_copy(folder: Path) -> Any:
     if spec is None or spec.loader is None:  # pragma: no cover
         raise ImportError(f"Cannot import the pack copy at {folder}.")
     module = importlib.util.module_from_spec(spec)
+    # Registered before executing, as importlib requires, so that the copy's relative
+    # imports (`from .pack import ...`) resolve inside the copy, not the installed package.
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

@@ -14,6 +14,15 @@ from llama_index.packs.clip_hybrid.testing.fixtures import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_paid_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test talks to a paid API by accident, and the automatic captioner choice does not
+    depend on the machine: captions are off unless a test turns them on."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "DASHSCOPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLIP_HYBRID_CAPTIONER", "none")
+
+
 @pytest.fixture(scope="session")
 def fast_clip(tiny_clip_checkpoint: Path) -> FastClipEmbedding:
     """One loaded FastClipEmbedding over the tiny checkpoint, shared by the session."""

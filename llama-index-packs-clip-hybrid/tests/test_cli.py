@@ -190,3 +190,51 @@ def test_installed_command_runs_as_a_program(tmp_path) -> None:  # type: ignore[
     )
     assert failure.returncode == 1, failure.stderr
     assert len(failure.stderr.strip().splitlines()) == 1 and "Traceback" not in failure.stderr
+
+
+def test_index_with_captions_reports_counts_and_usage(
+    tmp_path, image_dir, tiny_clip_checkpoint, run_cli, monkeypatch
+) -> None:
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    db = str(tmp_path / "captions.db")
+    args = ["index", str(image_dir), "--db", db, "--clip-model", str(tiny_clip_checkpoint)]
+    with ApiStub() as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-cli-test-123456")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        stub.fail_next(1, status=401, path_prefix="/v1/chat")  # the first image: a bad key
+        done = run_cli(
+            *args,
+            "--captioner",
+            "openai",
+            "--caption-embed",
+            "openai",
+            "--concurrency",
+            "1",
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        first = json.loads(done.stdout)["captions"]
+        n = json.loads(done.stdout)["indexed"]
+        assert first["captioner"] == "openai:gpt-4o" and first["failed"] == n
+        assert "check the API key" in first["failures"][0]["reason"]
+        done = run_cli(*args, "--captioner", "openai", "--concurrency", "4", "--json")
+        second = json.loads(done.stdout)["captions"]
+        assert (second["captioned"], second["cached"], second["failed"]) == (n, 0, 0)
+        assert second["usage"]["calls"] == n and second["usage"]["total_tokens"] > 0
+        third = json.loads(run_cli(*args, "--captioner", "openai", "--json").stdout)["captions"]
+        assert third["usage"]["calls"] == 0
+        plain = run_cli(*args, "--captioner", "openai")
+        assert "captions by openai:gpt-4o: 0 new" in plain.stdout
+    assert "sk-cli-test-123456" not in done.stdout + done.stderr + plain.stdout + plain.stderr
+
+
+def test_index_captioner_none_and_bad_concurrency(
+    tmp_path, image_dir, tiny_clip_checkpoint, run_cli
+) -> None:
+    args = ["index", str(image_dir), "--db", str(tmp_path / "c.db")]
+    args += ["--clip-model", str(tiny_clip_checkpoint)]
+    done = run_cli(*args, "--captioner", "none", "--json")
+    assert json.loads(done.stdout)["captions"] is None
+    assert run_cli(*args, "--concurrency", "0").returncode == 2
+    assert run_cli(*args, "--captioner", "gpt").returncode == 2

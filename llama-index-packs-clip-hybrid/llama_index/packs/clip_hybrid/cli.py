@@ -57,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--no-recursive", action="store_true", help="do not walk sub-folders")
     index.add_argument("--batch-size", type=int, default=64)
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
+    captions = index.add_argument_group("captions (CLIP cannot read in-image text)")
+    captions.add_argument(
+        "--captioner",
+        choices=["auto", "openai", "dashscope", "ocr", "none"],
+        default=None,
+        help="auto (default; env CLIP_HYBRID_CAPTIONER): GPT-4o with OPENAI_API_KEY, else "
+        "Qwen-VL-Max with DASHSCOPE_API_KEY, else offline OCR when installed, else none",
+    )
+    captions.add_argument("--caption-model", help="VLM model (gpt-4o, qwen-vl-max, ...)")
+    captions.add_argument("--caption-lang", help="caption language, e.g. zh or en")
+    captions.add_argument(
+        "--caption-embed",
+        choices=["auto", "openai", "local", "none"],
+        default="auto",
+        help="caption vectors: text-embedding-3-small (openai), the bundled "
+        "all-MiniLM-L6-v2 (local), or none; auto picks openai with a key",
+    )
+    captions.add_argument(
+        "--concurrency", type=int, default=8, help="caption requests in flight (default 8)"
+    )
     _common(index)
 
     search = sub.add_parser("search", help="search by text or by image")
@@ -95,8 +115,19 @@ def _pack(args: argparse.Namespace, **extra: Any) -> Any:
 def _index(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be >= 1, got {args.concurrency}")
     show = None if not args.no_progress and not args.json else False
-    pack = _pack(args, batch_size=args.batch_size, show_progress=show)
+    pack = _pack(
+        args,
+        batch_size=args.batch_size,
+        show_progress=show,
+        captioner=args.captioner,
+        caption_model=args.caption_model,
+        caption_lang=args.caption_lang,
+        caption_embed=args.caption_embed,
+        caption_concurrency=args.concurrency,
+    )
     try:
         report = pack.ingest(args.paths, sync=args.sync, recursive=not args.no_recursive)
     finally:
@@ -115,6 +146,7 @@ def _index(args: argparse.Namespace) -> int:
                     "forward_passes": report.forward_passes,
                     "seconds": round(report.seconds, 3),
                     "failures": [{"path": f.path, "reason": f.reason} for f in report.failed],
+                    "captions": _caption_summary(report.captions),
                 },
                 ensure_ascii=False,
             )
@@ -126,7 +158,35 @@ def _index(args: argparse.Namespace) -> int:
         )
         for failure in report.failed:
             print(f"  skipped {failure.path}: {failure.reason}")
+        captions = report.captions
+        if captions is None:
+            print("captions: off (see --captioner)")
+        else:
+            usage = captions.usage
+            print(
+                f"captions by {captions.captioner}: {captions.captioned} new, "
+                f"{captions.cached} cached, {len(captions.failed)} failed "
+                f"({usage.calls} calls, {usage.retries} retries, {usage.total_tokens} tokens)"
+            )
+            for failure in captions.failed:
+                print(f"  no caption for {failure.path or failure.key}: {failure.reason}")
     return 0
+
+
+def _caption_summary(report: Any) -> dict[str, Any] | None:
+    """The JSON form of a CaptionReport (None when captions are off)."""
+    if report is None:
+        return None
+    return {
+        "captioner": report.captioner,
+        "captioned": report.captioned,
+        "cached": report.cached,
+        "empty": report.empty,
+        "failed": len(report.failed),
+        "failures": [{"path": f.path, "id": f.key, "reason": f.reason} for f in report.failed],
+        "usage": report.usage.to_dict(),
+        "seconds": round(report.seconds, 3),
+    }
 
 
 def _filters(pairs: Sequence[str]) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageDocument, ImageNode
@@ -27,6 +27,9 @@ from .embedding import FastClipEmbedding
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, discover_images, file_sha256, to_rgb
 from .images import open_image as _open_image
 from .store import BUILTIN_FIELDS, ImageStore
+
+if TYPE_CHECKING:
+    from .caption_transform import CaptionReport
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +71,13 @@ class IngestReport:
     forward_passes: int = 0
     failed: list[IngestFailure] = field(default_factory=list)
     seconds: float = 0.0
+    #: The captioning stage of :class:`ClipHybridPack` (None when captions are off).
+    captions: CaptionReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["captions"] = self.captions.to_dict() if self.captions is not None else None
+        return out
 
 
 @dataclass

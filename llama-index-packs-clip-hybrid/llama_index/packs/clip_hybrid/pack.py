@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import (
     ImageQueryBundle,
+    QueryImage,
     SelfHitFilteringRetriever,
     SelfHitReport,
     to_query_bundle,
 )
 
-from .caption_embedding import resolve_caption_embedding
+from .bm25 import CaptionBM25Index, CaptionText
+from .caption_cache import default_cache_path
+from .caption_embedding import embedding_identity, resolve_caption_embedding
 from .caption_index import CaptionIndexer
 from .caption_store import DEFAULT_CAPTION_COLLECTION, CaptionStore
 from .caption_transform import VLMCaptionTransform, resolve_captioner
 from .embedding import DEFAULT_CLIP_MODEL, FastClipEmbedding, Precision
+from .hybrid import (
+    BRANCH_BM25,
+    BRANCH_CAPTION,
+    BRANCH_CLIP,
+    DEFAULT_RRF_K,
+    CaptionBM25Retriever,
+    CaptionVectorRetriever,
+    RRFFusionRetriever,
+)
 from .ingest import ImageIngestor, IngestReport
 from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .store import (
@@ -32,6 +47,8 @@ from .store import (
     ImageStore,
     is_local_uri,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _pack_base() -> Any:
@@ -44,7 +61,7 @@ def _pack_base() -> Any:
 
 _PackBase: Any = _pack_base()
 
-Mode = Literal["auto", "text", "image"]
+Mode = Literal["auto", "text", "image", "hybrid"]
 
 
 class ClipHybridPack(_PackBase):
@@ -137,6 +154,17 @@ class ClipHybridPack(_PackBase):
         )
         self._caption_transform: VLMCaptionTransform | _Unset | None = _UNSET
         self._caption_embed_model: BaseEmbedding | _Unset | None = _UNSET
+        self.bm25_path = (
+            f"{os.path.abspath(uri)}.bm25"
+            if is_local_uri(uri)
+            else str(
+                default_cache_path().parent
+                / "bm25"
+                / hashlib.sha256(f"{uri}|{caption_collection}".encode()).hexdigest()[:16]
+            )
+        )
+        self._bm25: CaptionBM25Index | _Unset | None = _UNSET
+        self.last_branches: list[str] = []
 
     @property
     def caption_transform(self) -> VLMCaptionTransform | None:
@@ -181,6 +209,7 @@ class ClipHybridPack(_PackBase):
             "caption_transform": self.caption_transform,
             "caption_store": self.caption_store,
             "caption_embed_model": self.caption_embed_model,
+            "hybrid_retriever": self.hybrid_retriever(),
         }
 
     def run(self, query: Any, *, mode: Mode = "auto", **kwargs: Any) -> list[NodeWithScore]:
@@ -217,7 +246,38 @@ class ClipHybridPack(_PackBase):
                 embed_model=self.caption_embed_model,
             )
             report.captions = indexer.update()
+            self.refresh_bm25()
         return report
+
+    # -- BM25 over captions --------------------------------------------------------------
+
+    def refresh_bm25(self) -> CaptionBM25Index | None:
+        """Rebuild the BM25 index from the caption collection when captions changed (only
+        new or changed captions are segmented again) and persist it beside the data."""
+        if not self.caption_store.open_existing():
+            self._bm25 = None
+            return None
+        previous = self._bm25 if isinstance(self._bm25, CaptionBM25Index) else None
+        if previous is None:
+            previous = CaptionBM25Index.load(self.bm25_path)
+        rows = self.caption_store.iter_rows(["text", "sha256", "cache_key"])
+        captions = [
+            CaptionText(r["id"], r["text"], f"{r['sha256']}:{r['cache_key']}") for r in rows
+        ]
+        if previous is not None and previous.stamps == {c.image_id: c.stamp for c in captions}:
+            self._bm25 = previous
+            return previous
+        index = CaptionBM25Index.build(captions, previous=previous)
+        index.persist(self.bm25_path)
+        self._bm25 = index
+        return index
+
+    def bm25_index(self) -> CaptionBM25Index | None:
+        """The persisted BM25 index (loaded once, no tokenizing), built when missing."""
+        if isinstance(self._bm25, _Unset):
+            loaded = CaptionBM25Index.load(self.bm25_path)
+            self._bm25 = loaded if loaded is not None else self.refresh_bm25()
+        return self._bm25
 
     # -- retrieval -----------------------------------------------------------------------
 
@@ -246,6 +306,107 @@ class ClipHybridPack(_PackBase):
         )
         keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
         return inner if keep else SelfHitFilteringRetriever(inner)
+
+    def hybrid_branches(
+        self,
+        *,
+        candidates: int = 50,
+        filters: MetadataFilters | None = None,
+        query_image: Any = None,
+    ) -> dict[str, BaseRetriever]:
+        """The branches that can run now, by name: ``clip`` (text->image, or image->image
+        when ``query_image`` is given, self-hit filtered), ``caption_vector`` and ``bm25``."""
+        branches: dict[str, BaseRetriever] = {}
+        if self.store.open_existing():
+            clip: BaseRetriever
+            if query_image is not None:
+                clip = self.image_retriever(similarity_top_k=candidates, filters=filters)
+            else:
+                clip = self.text_retriever(similarity_top_k=candidates, filters=filters)
+            branches[BRANCH_CLIP] = clip
+        embed = self._caption_branch_model()
+        if embed is not None:
+            branches[BRANCH_CAPTION] = self._selfhit(
+                CaptionVectorRetriever(
+                    captions=self.caption_store,
+                    images=self.store,
+                    embed_model=embed,
+                    similarity_top_k=candidates,
+                    filters=filters,
+                ),
+                query_image,
+            )
+        index = self.bm25_index()
+        if index is not None and len(index):
+            branches[BRANCH_BM25] = self._selfhit(
+                CaptionBM25Retriever(
+                    index=index, images=self.store, similarity_top_k=candidates, filters=filters
+                ),
+                query_image,
+            )
+        return branches
+
+    def hybrid_retriever(
+        self,
+        *,
+        similarity_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        rrf_k: float = DEFAULT_RRF_K,
+        weights: dict[str, float] | None = None,
+        candidates: int = 50,
+        query_image: Any = None,
+    ) -> RRFFusionRetriever:
+        """CLIP + caption vectors + BM25, fused per image by reciprocal rank (k = 60).
+
+        Branches that cannot run (no captions yet, no caption embedder) are left out;
+        ``retriever.branch_names`` says which ran. See :class:`RRFFusionRetriever`.
+        """
+        top_k = similarity_top_k or self.similarity_top_k
+        branches = self.hybrid_branches(
+            candidates=max(candidates, top_k), filters=filters, query_image=query_image
+        )
+        if not branches:
+            raise ValueError(f"Nothing is indexed at {self.store.uri} yet; ingest first.")
+        if weights:
+            weights = {k: v for k, v in weights.items() if k in branches}
+        return RRFFusionRetriever(branches, similarity_top_k=top_k, rrf_k=rrf_k, weights=weights)
+
+    def _caption_branch_model(self) -> BaseEmbedding | None:
+        if not self.caption_store.open_existing():
+            return None
+        model = self.caption_embed_model
+        if model is None:
+            return None
+        recorded = self.caption_store.model
+        if recorded and recorded != embedding_identity(model):
+            logger.warning(
+                "Caption vectors were made by %s but the caption embedder is %s: the "
+                "caption-vector branch is skipped (pass caption_embed=... to match).",
+                recorded,
+                embedding_identity(model),
+            )
+            return None
+        return model
+
+    @staticmethod
+    def _selfhit(retriever: BaseRetriever, query_image: Any) -> BaseRetriever:
+        return retriever if query_image is None else SelfHitFilteringRetriever(retriever)
+
+    def _hybrid_image_bundle(self, bundle: QueryBundle) -> QueryBundle:
+        """The image query plus the caption of its bytes (stored or cached) as text, so
+        the caption branches can take part; without one only CLIP runs."""
+        image = QueryImage.from_query_bundle(bundle)
+        data = b""
+        if image is not None:
+            data = image.data or (Path(image.path).read_bytes() if image.path else b"")
+        digest = hashlib.sha256(data).hexdigest() if data else ""
+        text = self.caption_store.text_for_sha256(digest) if digest else None
+        transform = self.caption_transform if text is None and digest else None
+        if transform is not None:
+            cached = transform.cache.get_many([digest], transform.captioner.cache_key)
+            text = cached[digest].text if digest in cached else None
+        bundle.query_str = text or ""
+        return bundle
 
     def retrieve(
         self,
@@ -301,9 +462,25 @@ class ClipHybridPack(_PackBase):
         filters: MetadataFilters | None,
         keep_self_hit: bool | None,
     ) -> tuple[Any, QueryBundle]:
-        if mode not in ("auto", "text", "image"):
-            raise ValueError(f"mode={mode!r} is not one of 'auto', 'text', 'image'.")
+        if mode not in ("auto", "text", "image", "hybrid"):
+            raise ValueError(f"mode={mode!r} is not one of 'auto', 'text', 'image', 'hybrid'.")
         self._check_ready()
+        if mode == "hybrid":
+            bundle = (
+                QueryBundle(query_str=query) if isinstance(query, str) else to_query_bundle(query)
+            )
+            is_image = isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
+            if is_image:
+                bundle = self._hybrid_image_bundle(bundle)
+            elif not bundle.query_str.strip():
+                raise ValueError("The text query is empty; type something to search for.")
+            retriever = self.hybrid_retriever(
+                similarity_top_k=similarity_top_k,
+                filters=filters,
+                query_image=bundle if is_image else None,
+            )
+            self.last_branches = list(retriever.branch_names)
+            return retriever, bundle
         if mode == "text":
             if not isinstance(query, (str, QueryBundle)):
                 raise ValueError(f"mode='text' needs a string query, got {type(query).__name__}.")

@@ -275,6 +275,31 @@ class ImageStore:
         rows = self.client.get(self.collection_name, ids=list(ids), output_fields=list(fields))
         return {row["id"]: row for row in rows}
 
+    def get_hits(self, scored: Sequence[tuple[str, float]], *, filter: str = "") -> list[StoredHit]:
+        """Rows for (id, score) pairs, in that order, with the same fields a search returns
+        (dynamic metadata included); ids not stored, or not matching ``filter``, are skipped."""
+        if not scored or not self.open_existing():
+            return []
+        ids = [i for i, _ in scored]
+        if filter:
+            rows = self.client.query(
+                self.collection_name,
+                filter=f"id in {_literal(ids)} and ({filter})",
+                output_fields=[*BUILTIN_FIELDS, "$meta"],
+            )
+        else:
+            rows = self.client.get(
+                self.collection_name, ids=ids, output_fields=[*BUILTIN_FIELDS, "$meta"]
+            )
+        by_id = {row["id"]: row for row in rows}
+        hits = []
+        for row_id, score in scored:
+            row = by_id.get(row_id)
+            if row is not None:
+                fields = {k: v for k, v in row.items() if k not in ("id", "$meta")}
+                hits.append(StoredHit(id=row_id, score=score, fields=fields))
+        return hits
+
     def vectors_by_sha256(self, digests: Sequence[str]) -> dict[str, list[float]]:
         """An already stored vector for each content hash that is in the collection."""
         if not digests:

@@ -1,0 +1,162 @@
+"""CaptionBM25Index: BM25 over caption text, persisted beside the Milvus data.
+
+It is LlamaIndex's ``BM25Retriever`` (bm25s) fed with text that :func:`bm25_tokens.tokenize`
+has already segmented (jieba for Chinese, stemmed English), read back with the pattern
+``\\S+`` and no second stemming, and queried the same way. Rows are keyed by image id.
+
+- Persisted to a folder (bm25s arrays + corpus) plus ``clip_hybrid_bm25.json`` holding the
+  tokenizer settings: a process that starts loads it without tokenizing anything.
+- bm25s indexes are static; a change rebuilds from the stored segmented text, so only new
+  or changed captions are segmented again (jieba is the slow part).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .bm25_tokens import TOKENIZER_SETTINGS, tokenize
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_FILE = "clip_hybrid_bm25.json"
+#: Tokens are already segmented: split on whitespace only, stem nothing more.
+TOKEN_PATTERN = r"(?u)\S+"
+
+
+@dataclass(frozen=True)
+class CaptionText:
+    """One caption to index: the image id, its text and a stamp of its version."""
+
+    image_id: str
+    text: str
+    stamp: str
+
+
+class CaptionBM25Index:
+    """A bm25s index of captions; :meth:`search` returns (image id, score) pairs."""
+
+    def __init__(self, retriever: Any | None, stamps: dict[str, str], segmented: dict[str, str]):
+        self._retriever = retriever
+        self.stamps = stamps
+        self._segmented = segmented
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    @classmethod
+    def build(
+        cls, captions: Iterable[CaptionText], previous: CaptionBM25Index | None = None
+    ) -> CaptionBM25Index:
+        """Index ``captions``, re-using ``previous``'s segmentation of unchanged ones."""
+        from llama_index.core.schema import TextNode
+
+        stamps: dict[str, str] = {}
+        segmented: dict[str, str] = {}
+        reused = 0
+        for caption in captions:
+            old = previous._segmented.get(caption.image_id) if previous else None
+            if (
+                old is not None
+                and previous is not None
+                and (previous.stamps.get(caption.image_id) == caption.stamp)
+            ):
+                segmented[caption.image_id] = old
+                reused += 1
+            else:
+                segmented[caption.image_id] = " ".join(tokenize(caption.text))
+            stamps[caption.image_id] = caption.stamp
+        nodes = [
+            TextNode(
+                id_=image_id,
+                text=text,
+                metadata={"stamp": stamps[image_id]},
+                excluded_embed_metadata_keys=["stamp"],
+                excluded_llm_metadata_keys=["stamp"],
+            )
+            for image_id, text in segmented.items()
+            if text
+        ]
+        logger.info("BM25: %d captions (%d segmented again).", len(stamps), len(stamps) - reused)
+        return cls(_make_retriever(nodes=nodes) if nodes else None, stamps, segmented)
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """Top ``k`` (image id, BM25 score), best first; zero scores are dropped (bm25s
+        pads its top-k with them, and they would still count as ranks in RRF)."""
+        tokens = tokenize(query)
+        if self._retriever is None or not tokens or k < 1:
+            return []
+        from llama_index.core.schema import QueryBundle
+
+        self._retriever.similarity_top_k = min(k, len(self._segmented))
+        hits = self._retriever.retrieve(QueryBundle(query_str=" ".join(tokens)))
+        return [(hit.node.node_id, float(hit.score)) for hit in hits if (hit.score or 0.0) > 0.0]
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def persist(self, path: str | os.PathLike[str]) -> None:
+        """Write to ``path`` (a folder), replacing what was there atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".bm25-", dir=target.parent))
+        try:
+            if self._retriever is not None:
+                self._retriever.persist(str(staging))
+            settings = {
+                "tokenizer": TOKENIZER_SETTINGS,
+                "token_pattern": TOKEN_PATTERN,
+                "skip_stemming": True,
+                "stamps": self.stamps,
+                "segmented": self._segmented,
+            }
+            (staging / SETTINGS_FILE).write_text(json.dumps(settings, ensure_ascii=False))
+            old = target.with_name(target.name + ".old")
+            if target.exists():
+                os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CaptionBM25Index | None:
+        """The index persisted at ``path``; None when there is none or it was built with
+        other tokenizer settings (then rebuild it)."""
+        folder = Path(path)
+        try:
+            settings = json.loads((folder / SETTINGS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if settings.get("tokenizer") != TOKENIZER_SETTINGS:
+            logger.info("BM25 index at %s was built with other tokenizer settings.", folder)
+            return None
+        retriever = None
+        if any(settings["segmented"].values()):
+            from llama_index.retrievers.bm25 import BM25Retriever
+
+            retriever = BM25Retriever.from_persist_dir(str(folder), show_progress=False)
+            # Workaround: llama-index-retrievers-bm25 0.8.0 persists neither token_pattern
+            # nor skip_stemming (only similarity_top_k and the stemmer language), so a
+            # loaded retriever would re-tokenize queries with its defaults ("\w\w+" and
+            # English stemming). Set them back; tests/test_hybrid.py shows the upstream loss.
+            retriever.token_pattern = settings["token_pattern"]
+            retriever.skip_stemming = settings["skip_stemming"]
+        return cls(retriever, dict(settings["stamps"]), dict(settings["segmented"]))
+
+
+def _make_retriever(*, nodes: list[Any]) -> Any:
+    from llama_index.retrievers.bm25 import BM25Retriever
+
+    return BM25Retriever(
+        nodes=nodes,
+        token_pattern=TOKEN_PATTERN,
+        skip_stemming=True,
+        similarity_top_k=min(10, len(nodes)),
+    )

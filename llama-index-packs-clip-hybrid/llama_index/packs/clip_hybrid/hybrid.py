@@ -1,0 +1,232 @@
+"""Hybrid retrieval: CLIP, caption vectors and BM25 fused per image with RRF.
+
+Every branch returns *image* nodes (a caption hit is mapped to the image it describes)
+and :class:`RRFFusionRetriever`, a LlamaIndex ``QueryFusionRetriever`` in
+``reciprocal_rerank`` mode, fuses them. What it changes in upstream's fusion, and why:
+
+- Results are merged by node id, not ``node.hash``: an ``ImageNode``'s hash covers only
+  its image, path, url and text, so every image stored without a path has the same hash
+  and upstream would fuse them all into one result.
+- ``k`` (default 60, upstream's constant) and per-branch weights (ignored upstream in RRF
+  mode, #21444) are options; with the defaults the scores are upstream's exactly:
+  sum over branches of 1 / (k + rank), rank 0-based, each branch sorted by its own score.
+- Each fused node keeps, in ``metadata["hybrid"]``, its rank and score in every branch
+  that found it (the CLIP cosine stays visible) and its fused RRF score.
+- No LLM: ``num_queries=1`` and a ``MockLLM``, so it constructs and runs without an
+  OpenAI key (upstream resolves ``Settings.llm`` in its constructor). Branches run
+  concurrently, each on a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.retrievers import QueryFusionRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from ._util import unit_vector
+from .bm25 import CaptionBM25Index
+from .caption_store import CaptionStore
+from .filters import filters_to_expr
+from .retrievers import hit_to_node
+from .store import ImageStore
+
+#: Node metadata key holding the per-branch ranks and scores and the fused score.
+HYBRID_METADATA_KEY = "hybrid"
+DEFAULT_RRF_K = 60.0
+
+BRANCH_CLIP = "clip"
+BRANCH_CAPTION = "caption_vector"
+BRANCH_BM25 = "bm25"
+
+
+class CaptionVectorRetriever(BaseRetriever):
+    """Query text -> caption embedder -> nearest captions -> the images they describe.
+
+    Scores are the cosine between the query and the caption.
+    """
+
+    def __init__(
+        self,
+        *,
+        captions: CaptionStore,
+        images: ImageStore,
+        embed_model: BaseEmbedding,
+        similarity_top_k: int = 50,
+        filters: MetadataFilters | None = None,
+    ) -> None:
+        self.captions = captions
+        self.images = images
+        self.embed_model = embed_model
+        self.similarity_top_k = similarity_top_k
+        self._expr = filters_to_expr(filters)
+        super().__init__()
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if not query_bundle.query_str.strip() or not self.captions.open_existing():
+            return []
+        vector = unit_vector(self.embed_model.get_query_embedding(query_bundle.query_str))
+        hits = self.captions.search(vector, limit=self.similarity_top_k, output_fields=())
+        scored = [(h.id, h.score) for h in hits]
+        return [hit_to_node(h) for h in self.images.get_hits(scored, filter=self._expr)]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+class CaptionBM25Retriever(BaseRetriever):
+    """Query text -> BM25 over captions (CJK-aware) -> the images they describe.
+
+    ``index`` is a :class:`CaptionBM25Index` or a callable returning one (loaded lazily).
+    Zero-score results are never returned.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: CaptionBM25Index | Callable[[], CaptionBM25Index | None] | None,
+        images: ImageStore,
+        similarity_top_k: int = 50,
+        filters: MetadataFilters | None = None,
+    ) -> None:
+        self._index = index
+        self.images = images
+        self.similarity_top_k = similarity_top_k
+        self._expr = filters_to_expr(filters)
+        super().__init__()
+
+    @property
+    def index(self) -> CaptionBM25Index | None:
+        if callable(self._index):
+            self._index = self._index()
+        return self._index
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        index = self.index
+        if index is None or not query_bundle.query_str.strip():
+            return []
+        scored = index.search(query_bundle.query_str, self.similarity_top_k)
+        return [hit_to_node(h) for h in self.images.get_hits(scored, filter=self._expr)]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+class _OnThread(BaseRetriever):
+    """Runs a branch's sync retrieve on a worker thread, so branches overlap even when
+    their async path blocks (CLIP's async embedding runs the forward pass inline)."""
+
+    def __init__(self, inner: BaseRetriever) -> None:
+        self.inner = inner
+        super().__init__()
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self.inner.retrieve(query_bundle)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self.inner.retrieve, query_bundle)
+
+
+class RRFFusionRetriever(QueryFusionRetriever):
+    """``QueryFusionRetriever`` (reciprocal rank) over named branches, merged per node id.
+
+    Args:
+        branches: Branch name -> retriever; each should return image nodes.
+        similarity_top_k: Fused results returned.
+        rrf_k: The RRF constant (upstream: 60).
+        weights: Branch name -> weight (default 1.0 each; upstream ignores weights in RRF).
+        use_async: Run branches concurrently (default).
+
+    Example:
+        >>> fusion = RRFFusionRetriever({"clip": clip, "bm25": bm25})  # doctest: +SKIP
+        >>> hits = fusion.retrieve("系统架构图")  # doctest: +SKIP
+        >>> hits[0].node.metadata["hybrid"]  # doctest: +SKIP
+        {'rrf': 0.0328, 'branches': {'clip': {'rank': 2, 'score': 0.27}, 'bm25': ...}}
+    """
+
+    def __init__(
+        self,
+        branches: dict[str, BaseRetriever],
+        *,
+        similarity_top_k: int = 5,
+        rrf_k: float = DEFAULT_RRF_K,
+        weights: dict[str, float] | None = None,
+        use_async: bool = True,
+    ) -> None:
+        if not branches:
+            raise ValueError("Hybrid retrieval needs at least one branch.")
+        if rrf_k <= 0:
+            raise ValueError(f"rrf_k={rrf_k} must be > 0.")
+        unknown = set(weights or {}) - set(branches)
+        if unknown:
+            raise ValueError(f"weights for unknown branches: {sorted(unknown)}")
+        names = list(branches)
+        super().__init__(
+            retrievers=[_OnThread(branches[n]) for n in names],
+            llm=MockLLM(),
+            mode="reciprocal_rerank",  # type: ignore[arg-type]
+            similarity_top_k=similarity_top_k,
+            num_queries=1,
+            use_async=use_async,
+        )
+        self.branch_names = names
+        self.rrf_k = float(rrf_k)
+        self.weights = [float((weights or {}).get(n, 1.0)) for n in names]
+
+    def _reciprocal_rerank_fusion(
+        self, results: dict[tuple[str, int], list[NodeWithScore]]
+    ) -> list[NodeWithScore]:
+        fused: dict[str, float] = {}
+        first: dict[str, NodeWithScore] = {}
+        branches: dict[str, dict[str, dict[str, float]]] = {}
+        for (_query, index), hits in sorted(results.items(), key=lambda item: item[0][1]):
+            name = self.branch_names[index]
+            weight = self.weights[index]
+            ranked = sorted(hits, key=lambda h: h.score or 0.0, reverse=True)
+            for rank, hit in enumerate(ranked):
+                node_id = hit.node.node_id
+                first.setdefault(node_id, hit)
+                fused[node_id] = fused.get(node_id, 0.0) + weight / (self.rrf_k + rank)
+                per_branch = branches.setdefault(node_id, {})
+                if name not in per_branch:  # a node twice in one branch: its best rank
+                    per_branch[name] = {"rank": rank + 1, "score": float(hit.score or 0.0)}
+        order = sorted(fused, key=lambda node_id: fused[node_id], reverse=True)
+        out = []
+        for node_id in order:
+            hit = first[node_id]
+            hit.score = fused[node_id]
+            hit.node.metadata[HYBRID_METADATA_KEY] = {
+                "rrf": fused[node_id],
+                "branches": branches[node_id],
+            }
+            for keys in (
+                hit.node.excluded_llm_metadata_keys,
+                hit.node.excluded_embed_metadata_keys,
+            ):
+                if HYBRID_METADATA_KEY not in keys:
+                    keys.append(HYBRID_METADATA_KEY)
+            out.append(hit)
+        return out
+
+
+def branch_table(hits: Sequence[NodeWithScore]) -> list[dict[str, Any]]:
+    """Fused results as plain rows: id, path, fused score and per-branch rank/score."""
+    rows = []
+    for rank, hit in enumerate(hits, 1):
+        info = hit.node.metadata.get(HYBRID_METADATA_KEY, {})
+        rows.append(
+            {
+                "rank": rank,
+                "id": hit.node.node_id,
+                "path": hit.node.metadata.get("file_path"),
+                "rrf": info.get("rrf", hit.score),
+                "branches": info.get("branches", {}),
+            }
+        )
+    return rows

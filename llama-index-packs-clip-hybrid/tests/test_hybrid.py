@@ -1,0 +1,271 @@
+"""Hybrid retrieval: RRF fusion per image, BM25 that reads Chinese, the pack's hybrid mode."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.retrievers import QueryFusionRetriever
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+from llama_index.packs.clip_hybrid import ClipHybridPack, LLMCaptioner
+from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
+from llama_index.packs.clip_hybrid.bm25_tokens import tokenize
+from llama_index.packs.clip_hybrid.hybrid import HYBRID_METADATA_KEY, RRFFusionRetriever
+from llama_index.packs.clip_hybrid.testing import ApiStub
+
+
+class _Fixed:
+    """A branch that returns fixed (id, score) results as image nodes."""
+
+    def __init__(self, results: list[tuple[str, float]], *, paths: bool = True) -> None:
+        self.results = results
+        self.paths = paths
+
+    def retriever(self):
+        from llama_index.core.base.base_retriever import BaseRetriever
+
+        outer = self
+
+        class _R(BaseRetriever):
+            def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+                return [
+                    NodeWithScore(
+                        node=ImageNode(
+                            id_=node_id, image_path=f"/img/{node_id}.png" if outer.paths else None
+                        ),
+                        score=score,
+                    )
+                    for node_id, score in outer.results
+                ]
+
+        return _R()
+
+
+CLIP = [("a", 0.31), ("b", 0.29), ("c", 0.25)]
+BM25 = [("c", 7.0), ("d", 3.0)]
+CAPTION = [("b", 0.8), ("c", 0.7), ("a", 0.1)]
+
+
+def _fused(**kwargs) -> list[NodeWithScore]:
+    branches = {
+        "clip": _Fixed(CLIP).retriever(),
+        "caption_vector": _Fixed(CAPTION).retriever(),
+        "bm25": _Fixed(BM25).retriever(),
+    }
+    return RRFFusionRetriever(branches, similarity_top_k=10, **kwargs).retrieve("q")
+
+
+def test_default_fusion_equals_upstream_rrf(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # constructs without a key
+    ours = _fused()
+    upstream = QueryFusionRetriever(
+        [_Fixed(r).retriever() for r in (CLIP, CAPTION, BM25)],
+        mode="reciprocal_rerank",
+        num_queries=1,
+        similarity_top_k=10,
+        use_async=False,
+        llm=MockLLM(),
+    ).retrieve("q")
+    assert [h.node.node_id for h in ours] == [h.node.node_id for h in upstream]
+    assert [h.score for h in ours] == pytest.approx([h.score for h in upstream], abs=1e-12)
+
+
+def test_hand_computed_rrf_table_with_k_and_weights() -> None:
+    # 0-based ranks, k = 60: a = 1/60 + 1/62; b = 1/61 + 1/60; c = 1/62 + 1/61 + 1/60;
+    # d = 1/61.
+    expected = {
+        "c": 1 / 62 + 1 / 61 + 1 / 60,
+        "b": 1 / 61 + 1 / 60,
+        "a": 1 / 60 + 1 / 62,
+        "d": 1 / 61,
+    }
+    hits = _fused()
+    assert [h.node.node_id for h in hits] == ["c", "b", "a", "d"]
+    assert {h.node.node_id: h.score for h in hits} == pytest.approx(expected)
+    c = hits[0].node.metadata[HYBRID_METADATA_KEY]
+    assert c["branches"] == {
+        "clip": {"rank": 3, "score": 0.25},
+        "caption_vector": {"rank": 2, "score": 0.7},
+        "bm25": {"rank": 1, "score": 7.0},
+    }
+    assert c["rrf"] == pytest.approx(expected["c"])
+    # k = 1 and clip weighted 3x: a = 3/1 + 1/3 = 3.333, b = 3/2 + 1/1 = 2.5,
+    # c = 3/3 + 1/2 + 1/1 = 2.5, d = 1/2.
+    weighted = {h.node.node_id: h.score for h in _fused(rrf_k=1, weights={"clip": 3.0})}
+    assert weighted == pytest.approx({"a": 10 / 3, "b": 2.5, "c": 2.5, "d": 0.5})
+
+
+def test_images_without_paths_are_not_merged_into_one() -> None:
+    """Upstream merges by node.hash, which for an ImageNode covers only image/path/url/
+    text: two different images stored without a path collapse into one result."""
+    left, right = _Fixed([("x", 0.9)], paths=False), _Fixed([("y", 0.8)], paths=False)
+    upstream = QueryFusionRetriever(
+        [left.retriever(), right.retriever()],
+        num_queries=1,
+        llm=MockLLM(),
+        use_async=False,
+        mode="reciprocal_rerank",
+    ).retrieve("q")
+    assert len(upstream) == 1  # the upstream trap
+    ours = RRFFusionRetriever({"l": left.retriever(), "r": right.retriever()}).retrieve("q")
+    assert sorted(h.node.node_id for h in ours) == ["x", "y"]
+
+
+def test_bad_fusion_options() -> None:
+    with pytest.raises(ValueError, match="at least one branch"):
+        RRFFusionRetriever({})
+    with pytest.raises(ValueError, match="unknown branches"):
+        RRFFusionRetriever({"clip": _Fixed(CLIP).retriever()}, weights={"bm25": 2.0})
+
+
+# -- BM25 over captions ---------------------------------------------------------------
+
+CAPTIONS = [
+    CaptionText("arch", "An architecture diagram. Text: 系统架构图", "1"),
+    CaptionText("login", "A flowchart. Text: 用户登录流程", "2"),
+    CaptionText("sales", "A bar chart of yearly sales. Text: 年度销售报告", "3"),
+    CaptionText("photo", "A photo of mountains at sunset. Text: none", "4"),
+]
+
+
+def test_upstream_bm25_scores_chinese_as_zero() -> None:
+    from llama_index.retrievers.bm25 import BM25Retriever
+
+    nodes = [TextNode(id_=c.image_id, text=c.text) for c in CAPTIONS]
+    hits = BM25Retriever(nodes=nodes, similarity_top_k=4).retrieve("架构")
+    assert all(h.score == 0.0 for h in hits)  # why bm25_tokens exists
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("架构", "arch"),
+        ("系统架构图", "arch"),
+        ("登录", "login"),
+        ("销售报告", "sales"),
+        ("diagrams", "arch"),
+        ("mountain sunsets", "photo"),
+        ("sales 销售", "sales"),
+    ],
+)
+def test_bm25_chinese_english_and_mixed(query: str, expected: str) -> None:
+    hits = CaptionBM25Index.build(CAPTIONS).search(query, 10)
+    assert hits and hits[0][0] == expected
+    assert all(score > 0 for _, score in hits)  # bm25s' zero-score padding is dropped
+
+
+def test_tokenizer_segments_cjk_and_stems_english() -> None:
+    assert tokenize("Diagrams of 系统架构图!") == ["diagram", "系统", "架构", "构图", "架构图"]
+    assert tokenize("the and of") == []
+
+
+def test_bm25_persists_settings_and_rebuilds_only_what_changed(tmp_path: Path, caplog) -> None:
+    from llama_index.retrievers.bm25 import BM25Retriever
+
+    index = CaptionBM25Index.build(CAPTIONS)
+    index.persist(tmp_path / "bm25")
+    # Upstream's persist drops the token pattern and stemming flag: loaded plainly, the
+    # retriever would tokenize queries with "\w\w+" and stem them again.
+    plain = BM25Retriever.from_persist_dir(str(tmp_path / "bm25"), show_progress=False)
+    assert plain.token_pattern != r"(?u)\S+"
+    loaded = CaptionBM25Index.load(tmp_path / "bm25")
+    assert loaded is not None and loaded.search("架构", 3)[0][0] == "arch"
+    changed = [*CAPTIONS[:3], CaptionText("photo", "A lake. Text: 湖", "5")]
+    with caplog.at_level(logging.INFO, logger="llama_index.packs.clip_hybrid.bm25"):
+        rebuilt = CaptionBM25Index.build(changed, previous=loaded)
+    assert "4 captions (1 segmented again)" in caplog.text
+    assert rebuilt.search("湖", 3)[0][0] == "photo" and rebuilt.search("mountains", 3) == []
+
+
+# -- the pack ------------------------------------------------------------------------
+
+
+def _captions_by_file(image_dir: Path) -> dict[str, str]:
+    """What the stub VLM 'sees' in each sample image, keyed by the sha256 of its bytes."""
+    texts = {
+        "architecture": "An architecture diagram with an API gateway. Text: 系统架构图",
+        "text_zh": "A sign with Chinese text. Text: 用户登录流程",
+        "bar_chart": "A bar chart of monthly sales. Text: Sales by month",
+    }
+    out = {}
+    for path in image_dir.rglob("*.png"):
+        kind = path.parent.name
+        out[hashlib.sha256(path.read_bytes()).hexdigest()] = texts.get(kind, f"A {kind} image.")
+    return out
+
+
+def _stub_caption(table: dict[str, str]):
+    def caption(request) -> str:
+        url = request.image_urls[0]
+        data = base64.b64decode(url.split(",", 1)[1])
+        return table.get(hashlib.sha256(data).hexdigest(), "Unknown.")
+
+    return caption
+
+
+@pytest.fixture
+def hybrid_pack(milvus_uri, fast_clip, image_dir):
+    with ApiStub(caption=_stub_caption(_captions_by_file(image_dir))) as stub:
+        captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+        pack = ClipHybridPack(
+            uri=milvus_uri,
+            embed_model=fast_clip,
+            captioner=captioner,
+            caption_embed=MockEmbedding(embed_dim=16),
+            show_progress=False,
+        )
+        pack.ingest(image_dir)
+        yield pack
+        pack.store.close()
+
+
+def test_pack_hybrid_finds_chinese_text_and_merges_branches(hybrid_pack) -> None:
+    hits = hybrid_pack.retrieve("架构", mode="hybrid", similarity_top_k=5)
+    assert hybrid_pack.last_branches == ["clip", "caption_vector", "bm25"]
+    ids = [h.node.node_id for h in hits]
+    assert len(ids) == len(set(ids))  # one result per image, never one per branch
+    top = hits[0].node
+    assert top.metadata["category"] == "architecture"
+    branches = top.metadata[HYBRID_METADATA_KEY]["branches"]
+    assert {"clip", "bm25"} <= set(branches)
+    assert -1.0 <= branches["clip"]["score"] <= 1.0  # the real cosine stays visible
+    assert hits[0].score == pytest.approx(top.metadata[HYBRID_METADATA_KEY]["rrf"])
+    login = hybrid_pack.retrieve("登录流程", mode="hybrid", similarity_top_k=3)
+    assert login[0].node.metadata["category"] == "text_zh"
+
+
+def test_pack_hybrid_image_query_filters_the_self_hit(hybrid_pack, image_dir) -> None:
+    query = next(image_dir.rglob("architecture_0.png"))
+    hits = hybrid_pack.retrieve(query, mode="hybrid", similarity_top_k=5)
+    assert str(query) not in [h.node.metadata["file_path"] for h in hits]
+    assert hybrid_pack.last_branches == ["clip", "caption_vector", "bm25"]
+    # the caption branches searched with the query image's own caption: the other
+    # architecture image (same caption) ranks first
+    assert hits[0].node.metadata["category"] == "architecture"
+
+
+def test_pack_hybrid_without_captions_is_clip_alone(pack, image_dir) -> None:
+    pack.ingest(image_dir)
+    hits = pack.retrieve("a bar chart", mode="hybrid", similarity_top_k=3)
+    assert pack.last_branches == ["clip"]
+    clip = pack.retrieve("a bar chart", mode="text", similarity_top_k=3)
+    assert [h.node.node_id for h in hits] == [h.node.node_id for h in clip]
+
+
+def test_bm25_index_reloads_in_a_new_pack(hybrid_pack, milvus_uri, fast_clip) -> None:
+    assert Path(hybrid_pack.bm25_path).is_dir()
+    hybrid_pack.store.close()
+    fresh = ClipHybridPack(
+        uri=milvus_uri, embed_model=fast_clip, caption_embed=MockEmbedding(embed_dim=16)
+    )
+    try:
+        hits = fresh.retrieve("系统架构图", mode="hybrid", similarity_top_k=2)
+        assert "bm25" in fresh.last_branches
+        assert hits[0].node.metadata["category"] == "architecture"
+    finally:
+        fresh.store.close()

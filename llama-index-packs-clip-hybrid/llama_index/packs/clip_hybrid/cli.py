@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="search by text or by image")
     search.add_argument("query", nargs="?", help="text query")
     search.add_argument("--image", help="image file to search with (image->image)")
-    search.add_argument("--mode", choices=["text", "image"], default=None)
+    search.add_argument(
+        "--mode",
+        choices=["text", "image", "hybrid"],
+        default=None,
+        help="text/image: CLIP alone; hybrid: CLIP + caption vectors + BM25 fused by RRF "
+        "(with --json, each result's per-branch rank and score)",
+    )
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument(
         "--keep-self-hit", action="store_true", help="keep the query image in its own results"
@@ -95,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata filter, e.g. category=flowchart (repeatable, all must match)",
     )
     _common(search)
+
+    evaluate = sub.add_parser("eval", help="score retrieval against a qrels JSONL file")
+    evaluate.add_argument("qrels", help="JSONL: {query|image, relevant: [paths], lang?}")
+    evaluate.add_argument(
+        "--modes",
+        default="text,image,hybrid",
+        help="comma-separated: text, image, caption, hybrid (default %(default)s)",
+    )
+    _common(evaluate)
     return parser
 
 
@@ -216,6 +231,8 @@ def _search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.image is None):
         raise UsageError("give either a text QUERY or --image PATH")
     mode = args.mode or ("image" if args.image else "text")
+    if mode == "hybrid" and args.keep_self_hit:
+        raise UsageError("--keep-self-hit applies to --mode image")
     if mode == "image" and args.image is None:
         raise UsageError("--mode image needs --image PATH")
     if mode == "text" and args.query is None:
@@ -233,7 +250,9 @@ def _run_search(args: argparse.Namespace, pack: Any, mode: str) -> int:
             f"No index at {args.db} (collection {args.collection!r}); "
             f"run: clip-hybrid index PATH --db {args.db}"
         )
-    query: Any = Path(args.image) if mode == "image" else args.query
+    query: Any = Path(args.image) if args.image else args.query
+    if mode == "hybrid":
+        return _run_hybrid(args, pack, query)
     hits, report = pack.search(
         query,
         mode=mode,
@@ -283,6 +302,78 @@ def _run_search(args: argparse.Namespace, pack: Any, mode: str) -> int:
     return 0
 
 
+def _run_hybrid(args: argparse.Namespace, pack: Any, query: Any) -> int:
+    from .hybrid import branch_table
+
+    hits = pack.retrieve(
+        query, mode="hybrid", similarity_top_k=args.top_k, filters=_filters(args.filter)
+    )
+    rows = branch_table(hits)
+    for row in rows:
+        row["category"] = next(
+            (h.node.metadata.get("category") for h in hits if h.node.node_id == row["id"]), None
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": args.image or args.query,
+                    "mode": "hybrid",
+                    "branches": pack.last_branches,
+                    "results": rows,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    print(f"branches: {', '.join(pack.last_branches)}")
+    for row in rows:
+        parts = ", ".join(
+            f"{name} #{info['rank']} {info['score']:.4f}" for name, info in row["branches"].items()
+        )
+        print(f"{row['rank']:>3}. rrf {row['rrf']:.4f}  {row['path']}  ({parts})")
+    if not rows:
+        print("no results")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import MODES, evaluate, load_qrels
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise UsageError(f"--modes takes {', '.join(MODES)}; got {args.modes!r}")
+    try:
+        qrels = load_qrels(args.qrels)
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.qrels}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    pack = _pack(args)
+    try:
+        if not pack.store.open_existing():
+            raise RuntimeError(f"No index at {args.db}; run: clip-hybrid index PATH --db {args.db}")
+        report = evaluate(pack, qrels, modes)
+    finally:
+        pack.store.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return 0
+    print(f"{'mode':<8} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'nDCG@10':>8}")
+    for mode, s in report.modes.items():
+        print(
+            f"{mode:<8} {s.queries:>3} {s.recall_at_1:>6.3f} {s.recall_at_5:>6.3f} "
+            f"{s.recall_at_10:>6.3f} {s.mrr:>6.3f} {s.ndcg_at_10:>8.3f}"
+        )
+        for lang, ls in report.by_language.get(mode, {}).items():
+            print(f"  {lang:<6} {ls.queries:>3} R@5 {ls.recall_at_5:.3f} MRR {ls.mrr:.3f}")
+    print(f"misses at 10: {len(report.misses)}")
+    for miss in report.misses[:20]:
+        print(f"  [{miss['mode']}] {miss['query']} (line {miss['line']})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
@@ -290,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handler = {"index": _index, "search": _search}[args.command]
+    handler = {"index": _index, "search": _search, "eval": _eval}[args.command]
     try:
         return handler(args)
     except UsageError as exc:

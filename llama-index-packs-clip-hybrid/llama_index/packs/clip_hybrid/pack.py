@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -355,21 +356,32 @@ class ClipHybridPack(_PackBase):
         weights: dict[str, float] | None = None,
         candidates: int = 50,
         query_image: Any = None,
+        branches: Sequence[str] | None = None,
     ) -> RRFFusionRetriever:
         """CLIP + caption vectors + BM25, fused per image by reciprocal rank (k = 60).
 
         Branches that cannot run (no captions yet, no caption embedder) are left out;
-        ``retriever.branch_names`` says which ran. See :class:`RRFFusionRetriever`.
+        ``retriever.branch_names`` says which ran; ``branches`` restricts them (for
+        example ``("caption_vector", "bm25")`` for captions only). See
+        :class:`RRFFusionRetriever`.
         """
         top_k = similarity_top_k or self.similarity_top_k
-        branches = self.hybrid_branches(
+        available = self.hybrid_branches(
             candidates=max(candidates, top_k), filters=filters, query_image=query_image
         )
-        if not branches:
-            raise ValueError(f"Nothing is indexed at {self.store.uri} yet; ingest first.")
+        if branches is not None:
+            unknown = set(branches) - {BRANCH_CLIP, BRANCH_CAPTION, BRANCH_BM25}
+            if unknown:
+                raise ValueError(f"unknown branches {sorted(unknown)}")
+            available = {k: v for k, v in available.items() if k in branches}
+        if not available:
+            raise ValueError(
+                f"No retrieval branch can run on {self.store.uri}: ingest first (captions "
+                "need a captioner, and a caption embedder for their vectors)."
+            )
         if weights:
-            weights = {k: v for k, v in weights.items() if k in branches}
-        return RRFFusionRetriever(branches, similarity_top_k=top_k, rrf_k=rrf_k, weights=weights)
+            weights = {k: v for k, v in weights.items() if k in available}
+        return RRFFusionRetriever(available, similarity_top_k=top_k, rrf_k=rrf_k, weights=weights)
 
     def _caption_branch_model(self) -> BaseEmbedding | None:
         if not self.caption_store.open_existing():

@@ -1,0 +1,165 @@
+"""Retrieval evaluation over a qrels file: recall@1/5/10, MRR and nDCG@10 per mode.
+
+A qrels file is JSON Lines, one query per line::
+
+    {"query": "系统架构图", "lang": "zh", "relevant": ["images/text_zh/text_zh_0.png"]}
+    {"image": "images/flowchart/flowchart_0.png", "relevant": ["images/flowchart/flowchart_1.png"]}
+
+Paths are relative to the qrels file's folder (or absolute). Modes: ``text`` (CLIP
+text->image, text queries), ``image`` (CLIP image->image, image queries, self-hit
+filtered), ``caption`` (caption vectors + BM25 fused, text queries), ``hybrid`` (all
+branches fused, both kinds). MRR, recall and nDCG are LlamaIndex's retrieval metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .hybrid import BRANCH_BM25, BRANCH_CAPTION
+
+MODES = ("text", "image", "caption", "hybrid")
+CUTOFFS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Qrel:
+    """One evaluation query and the images that should come back."""
+
+    line: int
+    relevant: tuple[str, ...]
+    query: str | None = None
+    image: str | None = None
+    lang: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.query if self.query is not None else f"image:{self.image}"
+
+
+@dataclass
+class Scores:
+    """Mean metrics over a group of queries."""
+
+    queries: int = 0
+    recall_at_1: float = 0.0
+    recall_at_5: float = 0.0
+    recall_at_10: float = 0.0
+    mrr: float = 0.0
+    ndcg_at_10: float = 0.0
+
+
+@dataclass
+class EvalReport:
+    """Scores per mode, per mode and language, and the queries that missed."""
+
+    modes: dict[str, Scores] = field(default_factory=dict)
+    by_language: dict[str, dict[str, Scores]] = field(default_factory=dict)
+    misses: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_qrels(path: str | os.PathLike[str]) -> list[Qrel]:
+    """Parse a qrels JSONL file; a bad line raises ValueError naming the line and the fix."""
+    base = Path(path).resolve().parent
+    qrels = []
+    for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(item, dict) or ("query" in item) == ("image" in item):
+            raise ValueError(f'{path}:{number}: give exactly one of "query" or "image"')
+        relevant = item.get("relevant")
+        if not relevant or not isinstance(relevant, list):
+            raise ValueError(f'{path}:{number}: "relevant" must be a non-empty list of paths')
+        image = str(_resolve(base, item["image"])) if "image" in item else None
+        qrels.append(
+            Qrel(
+                line=number,
+                relevant=tuple(str(_resolve(base, p)) for p in relevant),
+                query=item.get("query"),
+                image=image,
+                lang=str(item.get("lang", "")),
+            )
+        )
+    return qrels
+
+
+def _resolve(base: Path, path: str) -> Path:
+    candidate = Path(path)
+    return (candidate if candidate.is_absolute() else base / candidate).resolve()
+
+
+def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> EvalReport:
+    """Run every applicable (query, mode) pair against ``pack`` and score it at 10."""
+    from llama_index.core.evaluation.retrieval.metrics import MRR, NDCG, Recall
+
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    per_mode: dict[str, list[dict[str, float]]] = defaultdict(list)
+    per_lang: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    report = EvalReport()
+    for qrel in qrels:
+        for mode in modes:
+            retrieved = _run(pack, qrel, mode)
+            if retrieved is None:
+                continue
+            expected = list(qrel.relevant)
+            scores = {
+                f"recall_at_{k}": Recall()
+                .compute(expected_ids=expected, retrieved_ids=retrieved[:k] or ["-"])
+                .score
+                for k in CUTOFFS
+            }
+            scores["mrr"] = (
+                MRR().compute(expected_ids=expected, retrieved_ids=retrieved or ["-"]).score
+            )
+            scores["ndcg_at_10"] = (
+                NDCG().compute(expected_ids=expected, retrieved_ids=retrieved[:10] or ["-"]).score
+            )
+            per_mode[mode].append(scores)
+            per_lang[(mode, qrel.lang or "-")].append(scores)
+            missing = [p for p in expected if p not in retrieved[:10]]
+            if missing:
+                report.misses.append(
+                    {"mode": mode, "query": qrel.label, "line": qrel.line, "missing": missing}
+                )
+    report.modes = {mode: _mean(rows) for mode, rows in per_mode.items()}
+    for (mode, lang), rows in per_lang.items():
+        report.by_language.setdefault(mode, {})[lang] = _mean(rows)
+    return report
+
+
+def _run(pack: Any, qrel: Qrel, mode: str) -> list[str] | None:
+    """Paths of the top 10 for one query in one mode; None when the mode does not apply."""
+    is_image = qrel.image is not None
+    if (mode == "text" and is_image) or (mode == "image" and not is_image):
+        return None
+    if mode == "caption" and is_image:
+        return None
+    query: Any = Path(qrel.image) if qrel.image is not None else qrel.query
+    if mode == "caption":
+        retriever = pack.hybrid_retriever(
+            similarity_top_k=10, branches=(BRANCH_CAPTION, BRANCH_BM25)
+        )
+        hits = retriever.retrieve(query)
+    else:
+        hits = pack.retrieve(query, mode=mode, similarity_top_k=10)
+    return [str(Path(h.node.metadata.get("file_path", "")).resolve()) for h in hits]
+
+
+def _mean(rows: list[dict[str, float]]) -> Scores:
+    if not rows:
+        return Scores()
+    n = len(rows)
+    return Scores(queries=n, **{k: round(sum(r[k] for r in rows) / n, 4) for k in rows[0]})

@@ -1,0 +1,80 @@
+"""The evaluation harness's metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from llama_index.packs.clip_hybrid.evaluation import evaluate, load_qrels
+
+
+class _Node:
+    def __init__(self, path: str) -> None:
+        self.metadata = {"file_path": path}
+        self.node_id = path
+
+
+class _Hit:
+    def __init__(self, path: str) -> None:
+        self.node = _Node(path)
+
+
+class _FixedPack:
+    """Stands in for a pack's retrieval (the harness is what is tested here)."""
+
+    def __init__(self, ranking: dict[str, list[str]]) -> None:
+        self.ranking = ranking
+
+    def retrieve(self, query, *, mode: str, similarity_top_k: int):  # type: ignore[no-untyped-def]
+        key = str(query)
+        return [_Hit(p) for p in self.ranking[key]][:similarity_top_k]
+
+
+def test_metrics_match_hand_computed_values(tmp_path: Path) -> None:
+    qrels = tmp_path / "q.jsonl"
+    lines = [
+        {"query": "a", "lang": "en", "relevant": ["x.png"]},
+        {"query": "b", "lang": "zh", "relevant": ["y.png", "z.png"]},
+    ]
+    qrels.write_text("\n".join(json.dumps(line) for line in lines))
+    parsed = load_qrels(qrels)
+    x, y, z = (str((tmp_path / n).resolve()) for n in ("x.png", "y.png", "z.png"))
+    other = [str(tmp_path / f"o{i}.png") for i in range(10)]
+    # "a": x at rank 3; "b": y at rank 1, z at rank 7.
+    pack = _FixedPack({"a": [other[0], other[1], x, *other[2:]], "b": [y, *other[:5], z]})
+    report = evaluate(pack, parsed, ("text",))
+    scores = report.modes["text"]
+    assert scores.queries == 2
+    assert scores.recall_at_1 == pytest.approx((0 + 0.5) / 2)
+    assert scores.recall_at_5 == pytest.approx((1 + 0.5) / 2)
+    assert scores.recall_at_10 == pytest.approx(1.0)
+    assert scores.mrr == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
+    import math
+
+    ndcg_a = (1 / math.log2(4)) / 1
+    ndcg_b = (1 + 1 / math.log2(8)) / (1 + 1 / math.log2(3))
+    assert scores.ndcg_at_10 == pytest.approx((ndcg_a + ndcg_b) / 2, abs=1e-4)
+    assert report.by_language["text"]["zh"].recall_at_5 == pytest.approx(0.5)
+    assert report.misses == []
+
+
+def test_qrels_errors_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"query": "a", "relevant": ["x"]}\n{"query": "b", "image": "c", "relevant": ["x"]}\n'
+    )
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: give exactly one"):
+        load_qrels(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match=r":1: not JSON"):
+        load_qrels(bad)
+
+
+def test_the_shipped_qrels_parse_and_point_at_existing_images() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples"
+    qrels = load_qrels(root / "qrels.jsonl")
+    assert {q.lang for q in qrels} >= {"en", "zh"} and any(q.image for q in qrels)
+    for q in qrels:
+        assert all(Path(p).is_file() for p in q.relevant)
+        assert q.image is None or Path(q.image).is_file()

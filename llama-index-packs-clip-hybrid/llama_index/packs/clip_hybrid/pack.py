@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ from .hybrid import (
     CaptionBM25Retriever,
     CaptionVectorRetriever,
     RRFFusionRetriever,
+    hydrate,
 )
 from .ingest import ImageIngestor, IngestReport
 from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
@@ -381,7 +383,13 @@ class ClipHybridPack(_PackBase):
             )
         if weights:
             weights = {k: v for k, v in weights.items() if k in available}
-        return RRFFusionRetriever(available, similarity_top_k=top_k, rrf_k=rrf_k, weights=weights)
+        return RRFFusionRetriever(
+            available,
+            similarity_top_k=top_k,
+            rrf_k=rrf_k,
+            weights=weights,
+            finish=partial(hydrate, self.store),
+        )
 
     def _caption_branch_model(self) -> BaseEmbedding | None:
         if not self.caption_store.open_existing():

@@ -201,27 +201,36 @@ def _captions_by_file(image_dir: Path) -> dict[str, str]:
 
 def _stub_caption(table: dict[str, str]):
     def caption(request) -> str:
-        url = request.image_urls[0]
-        data = base64.b64decode(url.split(",", 1)[1])
-        return table.get(hashlib.sha256(data).hexdigest(), "Unknown.")
+        if not request.image_urls:  # a text-only chat: an answer, not a caption
+            return "An answer from the stub."
+        answers = []
+        for url in request.image_urls:
+            data = base64.b64decode(url.split(",", 1)[1])
+            answers.append(table.get(hashlib.sha256(data).hexdigest(), "Unknown."))
+        return " | ".join(answers)
 
     return caption
 
 
 @pytest.fixture
-def hybrid_pack(milvus_uri, fast_clip, image_dir):
-    with ApiStub(caption=_stub_caption(_captions_by_file(image_dir))) as stub:
-        captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
-        pack = ClipHybridPack(
-            uri=milvus_uri,
-            embed_model=fast_clip,
-            captioner=captioner,
-            caption_embed=MockEmbedding(embed_dim=16),
-            show_progress=False,
-        )
-        pack.ingest(image_dir)
-        yield pack
-        pack.store.close()
+def stub(image_dir):
+    with ApiStub(caption=_stub_caption(_captions_by_file(image_dir))) as server:
+        yield server
+
+
+@pytest.fixture
+def hybrid_pack(milvus_uri, fast_clip, image_dir, stub):
+    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+    pack = ClipHybridPack(
+        uri=milvus_uri,
+        embed_model=fast_clip,
+        captioner=captioner,
+        caption_embed=MockEmbedding(embed_dim=16),
+        show_progress=False,
+    )
+    pack.ingest(image_dir)
+    yield pack
+    pack.store.close()
 
 
 def test_pack_hybrid_finds_chinese_text_and_merges_branches(hybrid_pack) -> None:
@@ -269,3 +278,56 @@ def test_bm25_index_reloads_in_a_new_pack(hybrid_pack, milvus_uri, fast_clip) ->
         assert hits[0].node.metadata["category"] == "architecture"
     finally:
         fresh.store.close()
+
+
+# -- composition with LlamaIndex ------------------------------------------------------
+
+
+def test_in_a_retriever_query_engine(hybrid_pack, stub) -> None:
+    from llama_index.core.query_engine import RetrieverQueryEngine
+    from llama_index.llms.openai import OpenAI
+
+    llm = OpenAI(model="gpt-4o", api_key="sk-test", api_base=stub.openai_base_url)
+    engine = RetrieverQueryEngine.from_args(
+        hybrid_pack.hybrid_retriever(similarity_top_k=3), llm=llm
+    )
+    response = engine.query("系统架构图")
+    assert str(response) == "An answer from the stub."
+    assert response.source_nodes[0].node.metadata["category"] == "architecture"
+    assert HYBRID_METADATA_KEY in response.source_nodes[0].node.metadata
+
+
+def test_as_a_retriever_tool_for_an_agent(hybrid_pack) -> None:
+    from llama_index.core.tools import RetrieverTool
+
+    tool = RetrieverTool.from_defaults(
+        retriever=hybrid_pack.hybrid_retriever(similarity_top_k=2),
+        name="find_images",
+        description="Find images by what they show or the text in them (any language).",
+    )
+    output = tool.call("登录流程")
+    assert tool.metadata.name == "find_images"
+    nodes = output.raw_output
+    assert nodes[0].node.metadata["category"] == "text_zh" and len(nodes) == 2
+
+
+async def test_as_a_workflow_step_with_a_vision_llm_answer(hybrid_pack, stub) -> None:
+    from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
+    from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
+    from llama_index.llms.openai import OpenAI
+
+    retriever = hybrid_pack.hybrid_retriever(similarity_top_k=2)
+    llm = OpenAI(model="gpt-4o", api_key="sk-test", api_base=stub.openai_base_url)
+
+    class AskImages(Workflow):
+        @step
+        async def answer(self, ev: StartEvent) -> StopEvent:
+            hits = await retriever.aretrieve(ev.query)
+            blocks = [TextBlock(text=ev.query)]
+            blocks += [ImageBlock(path=h.node.metadata["file_path"]) for h in hits]
+            reply = await llm.achat([ChatMessage(role="user", blocks=blocks)])
+            return StopEvent(result=(hits, reply.message.content))
+
+    hits, answer = await AskImages(timeout=60).run(query="架构")
+    assert hits[0].node.metadata["category"] == "architecture"
+    assert "系统架构图" in answer  # the stub VLM "saw" the retrieved architecture image

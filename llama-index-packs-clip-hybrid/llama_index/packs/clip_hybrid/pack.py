@@ -212,8 +212,14 @@ class ClipHybridPack(_PackBase):
             "caption_transform": self.caption_transform,
             "caption_store": self.caption_store,
             "caption_embed_model": self.caption_embed_model,
-            "hybrid_retriever": self.hybrid_retriever(),
+            "hybrid_retriever": self._hybrid_or_none(),
         }
+
+    def _hybrid_or_none(self) -> RRFFusionRetriever | None:
+        try:
+            return self.hybrid_retriever()
+        except ValueError:  # nothing indexed yet
+            return None
 
     def run(self, query: Any, *, mode: Mode = "auto", **kwargs: Any) -> list[NodeWithScore]:
         """Search: same as :meth:`retrieve`."""

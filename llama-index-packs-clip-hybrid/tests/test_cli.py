@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -245,9 +246,9 @@ def captioned(tmp_path, image_dir, tiny_clip_checkpoint, run_cli, monkeypatch):
     """An index with captions from the stub VLM (and stub text-embedding-3-small)."""
     from llama_index.packs.clip_hybrid.testing import ApiStub
 
-    def caption(request) -> str:  # the same caption for both images of a kind
-        url = request.image_urls[0]
-        return "Text: 系统架构图 API gateway" if len(url) % 2 else "A chart. Text: 年度销售报告"
+    def caption(request) -> str:  # two captions, split by the image's bytes
+        first = hashlib.sha256(request.image_urls[0].encode()).digest()[0]
+        return "Text: 系统架构图 API gateway" if first % 2 else "A chart. Text: 年度销售报告"
 
     db = str(tmp_path / "hybrid.db")
     with ApiStub(caption=caption) as stub:

@@ -43,6 +43,11 @@ def _jieba() -> Any:
     return jieba
 
 
+def quiet_jieba() -> None:
+    """Load jieba with its "Building prefix dict" chatter turned off."""
+    _jieba()
+
+
 @lru_cache(maxsize=1)
 def _stemmer() -> Any:
     import Stemmer

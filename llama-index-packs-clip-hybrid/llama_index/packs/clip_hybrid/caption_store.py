@@ -7,14 +7,21 @@ image vectors and the captions' 1536-dim (or 384-dim offline) vectors differ.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from .store import ImageStore, IndexConfig
+from .store import CollectionMismatchError, ImageStore, IndexConfig
 
 DEFAULT_CAPTION_COLLECTION = "captions"
 
 #: Fields every caption row has (besides id and vector).
 CAPTION_FIELDS = ("text", "sha256", "cache_key", "captioner", "path")
+
+#: Milvus' own analyzer for the BM25 function: jieba segments Chinese (and splits other
+#: text on spaces and punctuation), then lower-case. Needs the jieba package (a dependency).
+MILVUS_ANALYZER = {"tokenizer": "jieba", "filter": ["lowercase"]}
+SPARSE_FIELD = "sparse"
+
+BM25Backend = Literal["bm25s", "milvus"]
 
 #: Milvus VARCHAR holds at most 65535 bytes; captions are cut to fit.
 MAX_CAPTION_BYTES = 60_000
@@ -41,6 +48,7 @@ class CaptionStore(ImageStore):
         *,
         collection_name: str = DEFAULT_CAPTION_COLLECTION,
         index: IndexConfig | None = None,
+        bm25: BM25Backend = "bm25s",
     ) -> None:
         if collection_name == images.collection_name:
             raise ValueError(f"The caption collection needs its own name, not {collection_name!r}.")
@@ -48,6 +56,9 @@ class CaptionStore(ImageStore):
             uri=images.uri, collection_name=collection_name, index=index or images.index
         )
         self.images = images
+        #: Used when the collection is created: with "milvus" it gets a BM25 function
+        #: (text -> sparse vector) for Milvus' own full-text search.
+        self.bm25 = bm25
 
     def __repr__(self) -> str:
         return f"CaptionStore(uri={self.uri!r}, collection_name={self.collection_name!r})"
@@ -61,6 +72,72 @@ class CaptionStore(ImageStore):
 
     def search_captions(self, vector: list[float], *, limit: int, filter: str = "") -> list[Any]:
         return self.search(vector, limit=limit, filter=filter, output_fields=CAPTION_FIELDS)
+
+    def has_milvus_bm25(self) -> bool:
+        """True when the existing collection has Milvus' BM25 sparse field."""
+        if not self.exists():
+            return False
+        fields = self.client.describe_collection(self.collection_name)["fields"]
+        return any(f.get("name") == SPARSE_FIELD for f in fields)
+
+    def ensure(self, dim: int, *, model: str | None = None, overwrite: bool = False) -> None:
+        super().ensure(dim, model=model, overwrite=overwrite)
+        if self.bm25 == "milvus" and not self.has_milvus_bm25():
+            raise CollectionMismatchError(
+                f"Caption collection {self.collection_name!r} at {self.uri} was created "
+                "without Milvus BM25; rebuild it with ingest(..., overwrite=True) (captions "
+                "come back from the caption cache, no API calls) or use bm25='bm25s'."
+            )
+
+    def search_bm25(self, text: str, *, limit: int) -> list[tuple[str, float]]:
+        """Milvus full-text search: (image id, BM25 score), best first. Milvus Lite returns
+        the score negated (as a distance); it is turned back into a positive score, which
+        QueryFusionRetriever needs (it re-sorts every branch by score, descending)."""
+        if not text.strip() or not self.open_existing():
+            return []
+        result = self.client.search(
+            self.collection_name,
+            data=[text],
+            anns_field=SPARSE_FIELD,
+            limit=limit,
+            search_params={"metric_type": "BM25"},
+            output_fields=[],
+        )
+        hits = [(str(h["id"]), abs(float(h["distance"]))) for h in result[0]]
+        return sorted(hits, key=lambda pair: pair[1], reverse=True)
+
+    def hybrid_search(
+        self, vector: list[float], text: str, *, limit: int, candidates: int = 50, k: int = 60
+    ) -> list[tuple[str, float]]:
+        """Server-side fusion of caption vectors and BM25 (``hybrid_search`` with
+        ``RRFRanker(k)``): (image id, RRF score). Milvus ranks from 1 (its top hit adds
+        1/(k+1)); LlamaIndex ranks from 0 (1/k): same order, different scores."""
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        if not self.open_existing():
+            return []
+        params = dict(self.index.search_params)
+        requests = [
+            AnnSearchRequest(
+                data=[vector],
+                anns_field="vector",
+                param={"metric_type": "COSINE", "params": params},
+                limit=candidates,
+            )
+        ]
+        if text.strip():
+            requests.append(
+                AnnSearchRequest(
+                    data=[text],
+                    anns_field=SPARSE_FIELD,
+                    param={"metric_type": "BM25"},
+                    limit=candidates,
+                )
+            )
+        result = self.client.hybrid_search(
+            self.collection_name, reqs=requests, ranker=RRFRanker(k), limit=limit
+        )
+        return [(str(h["id"]), float(h["distance"])) for h in result[0]]
 
     def text_for_sha256(self, digest: str) -> str | None:
         """A stored caption of an image with these bytes, if any."""
@@ -77,9 +154,42 @@ class CaptionStore(ImageStore):
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        if self.bm25 == "milvus":
+            from pymilvus import Function, FunctionType
+
+            from .bm25_tokens import quiet_jieba
+
+            quiet_jieba()  # Milvus Lite's analyzer runs jieba in this process
+
+            schema.add_field(
+                "text",
+                DataType.VARCHAR,
+                max_length=65535,
+                enable_analyzer=True,
+                analyzer_params=MILVUS_ANALYZER,
+            )
+            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="caption_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=[SPARSE_FIELD],
+                )
+            )
+        else:
+            schema.add_field("text", DataType.VARCHAR, max_length=65535)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("cache_key", DataType.VARCHAR, max_length=64)
         schema.add_field("captioner", DataType.VARCHAR, max_length=256)
         schema.add_field("path", DataType.VARCHAR, max_length=4096)
         return schema
+
+    def _add_indexes(self, index: Any) -> None:
+        if self.bm25 == "milvus":
+            index.add_index(
+                field_name=SPARSE_FIELD,
+                index_name=SPARSE_FIELD,
+                index_type="SPARSE_INVERTED_INDEX",
+                metric_type="BM25",
+            )

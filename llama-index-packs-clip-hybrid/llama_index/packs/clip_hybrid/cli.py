@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     captions.add_argument(
         "--concurrency", type=int, default=8, help="caption requests in flight (default 8)"
     )
+    captions.add_argument(
+        "--bm25",
+        choices=["bm25s", "milvus"],
+        default=None,
+        help="BM25 over captions: bm25s in-process (default) or Milvus' own full-text search "
+        "(set when the caption collection is created; for servers and clusters)",
+    )
     _common(index)
 
     search = sub.add_parser("search", help="search by text or by image")
@@ -142,6 +149,7 @@ def _index(args: argparse.Namespace) -> int:
         caption_lang=args.caption_lang,
         caption_embed=args.caption_embed,
         caption_concurrency=args.concurrency,
+        bm25=args.bm25 or "auto",
     )
     try:
         report = pack.ingest(args.paths, sync=args.sync, recursive=not args.no_recursive)

@@ -154,6 +154,33 @@ def hydrate(images: ImageStore, hits: list[NodeWithScore]) -> list[NodeWithScore
     return out
 
 
+class MilvusBM25Retriever(BaseRetriever):
+    """Query text -> Milvus' own BM25 full-text search on the caption collection (its BM25
+    function, jieba analyzer) -> the images the captions describe. For a Milvus server or
+    cluster, where an in-process BM25 index does not scale."""
+
+    def __init__(
+        self,
+        *,
+        captions: CaptionStore,
+        images: ImageStore,
+        similarity_top_k: int = 50,
+        filters: MetadataFilters | None = None,
+    ) -> None:
+        self.captions = captions
+        self.images = images
+        self.similarity_top_k = similarity_top_k
+        self._expr = filters_to_expr(filters)
+        super().__init__()
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        scored = self.captions.search_bm25(query_bundle.query_str, limit=self.similarity_top_k)
+        return _image_nodes(self.images, scored, self._expr)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
 class _OnThread(BaseRetriever):
     """Runs a branch's sync retrieve on a worker thread, so branches overlap even when
     their async path blocks (CLIP's async embedding runs the forward pass inline)."""

@@ -38,6 +38,7 @@ from .hybrid import (
     DEFAULT_RRF_K,
     CaptionBM25Retriever,
     CaptionVectorRetriever,
+    MilvusBM25Retriever,
     RRFFusionRetriever,
     hydrate,
 )
@@ -104,6 +105,9 @@ class ClipHybridPack(_PackBase):
         caption_concurrency: Caption requests in flight.
         caption_cache_path: The caption cache (default: beside a Milvus Lite path, else
             the user cache folder).
+        bm25: ``bm25s`` (in-process, persisted beside the data), ``milvus`` (Milvus' own
+            BM25 function on the caption collection, for servers and clusters; set when
+            the collection is created), or ``auto`` (default: whichever the collection has).
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class ClipHybridPack(_PackBase):
         caption_collection: str = DEFAULT_CAPTION_COLLECTION,
         caption_concurrency: int = 8,
         caption_cache_path: str | None = None,
+        bm25: Literal["auto", "bm25s", "milvus"] = "auto",
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
@@ -142,7 +147,14 @@ class ClipHybridPack(_PackBase):
             batch_size=batch_size,
             show_progress=show_progress,
         )
-        self.caption_store = CaptionStore(self.store, collection_name=caption_collection)
+        if bm25 not in ("auto", "bm25s", "milvus"):
+            raise ValueError(f"bm25={bm25!r} is not one of 'auto', 'bm25s', 'milvus'.")
+        self.bm25 = bm25
+        self.caption_store = CaptionStore(
+            self.store,
+            collection_name=caption_collection,
+            bm25="milvus" if bm25 == "milvus" else "bm25s",
+        )
         # Resolved on first use: a search-only pack never builds an LLM client or loads
         # a text embedder.
         self._caption_choice = (
@@ -255,8 +267,15 @@ class ClipHybridPack(_PackBase):
                 embed_model=self.caption_embed_model,
             )
             report.captions = indexer.update()
-            self.refresh_bm25()
+            if not self._uses_milvus_bm25():
+                self.refresh_bm25()
         return report
+
+    def _uses_milvus_bm25(self) -> bool:
+        """Milvus' own BM25 when asked for, or (auto) when the collection has it."""
+        if self.bm25 == "auto":
+            return self.caption_store.has_milvus_bm25()
+        return self.bm25 == "milvus"
 
     # -- BM25 over captions --------------------------------------------------------------
 
@@ -345,6 +364,18 @@ class ClipHybridPack(_PackBase):
                 ),
                 query_image,
             )
+        if self._uses_milvus_bm25():
+            if self.caption_store.has_milvus_bm25():
+                branches[BRANCH_BM25] = self._selfhit(
+                    MilvusBM25Retriever(
+                        captions=self.caption_store,
+                        images=self.store,
+                        similarity_top_k=candidates,
+                        filters=filters,
+                    ),
+                    query_image,
+                )
+            return branches
         index = self.bm25_index()
         if index is not None and len(index):
             branches[BRANCH_BM25] = self._selfhit(

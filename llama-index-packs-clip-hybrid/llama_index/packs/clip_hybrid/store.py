@@ -207,9 +207,13 @@ class ImageStore:
             metric_type="COSINE",
             params=dict(self.index.params),
         )
+        self._add_indexes(index)
         self.client.create_collection(
             self.collection_name, schema=self._schema(dim), index_params=index
         )
+
+    def _add_indexes(self, index: Any) -> None:
+        """More indexes besides the vector's (subclasses with more fields override this)."""
 
     def _schema(self, dim: int) -> Any:
         """The collection's fields (subclasses for other rows override this)."""

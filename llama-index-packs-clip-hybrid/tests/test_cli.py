@@ -300,3 +300,18 @@ def test_eval_reports_metrics_per_mode_and_language(
     failed = run_cli("eval", str(bad), *captioned)
     assert failed.returncode == 2 and ":1:" in failed.stderr and "relevant" in failed.stderr
     assert run_cli("eval", str(qrels), "--modes", "nope", *captioned).returncode == 2
+
+
+def test_caption_only_mode_from_the_shell(tmp_path, image_dir, run_cli, monkeypatch) -> None:
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    db = ["--db", str(tmp_path / "nc.db"), "--clip-model", "none"]
+    with ApiStub(caption=lambda request: "Text: 系统架构图") as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-cli-test-123456")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        done = run_cli("index", str(image_dir), *db, "--captioner", "openai", "--json")
+        assert done.returncode == 0, done.stderr
+        out = json.loads(run_cli("search", "架构", "--json", *db).stdout)
+        assert out["mode"] == "hybrid" and out["branches"] == ["caption_vector", "bm25"]
+        refused = run_cli("search", "架构", "--mode", "text", *db)
+        assert refused.returncode == 1 and "clip_model='none'" in refused.stderr

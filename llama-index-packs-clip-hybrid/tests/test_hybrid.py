@@ -331,3 +331,38 @@ async def test_as_a_workflow_step_with_a_vision_llm_answer(hybrid_pack, stub) ->
     hits, answer = await AskImages(timeout=60).run(query="架构")
     assert hits[0].node.metadata["category"] == "architecture"
     assert "系统架构图" in answer  # the stub VLM "saw" the retrieved architecture image
+
+
+# -- caption-only mode (no CLIP weights) ---------------------------------------------
+
+
+def test_caption_only_mode_without_clip(milvus_uri, image_dir, stub, fast_clip) -> None:
+    from llama_index.packs.clip_hybrid.no_clip import NoClipError
+    from llama_index.packs.clip_hybrid.store import CollectionMismatchError
+
+    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+    pack = ClipHybridPack(
+        uri=milvus_uri,
+        clip_model="none",
+        captioner=captioner,
+        caption_embed=MockEmbedding(embed_dim=16),
+        show_progress=False,
+    )
+    try:
+        report = pack.ingest(image_dir)
+        n = len(list(image_dir.rglob("*.png")))
+        assert report.indexed == n and report.captions is not None
+        assert report.captions.captioned == n
+        assert pack.store.model == "none" and pack.store.dim == 2
+        hits = pack.run("系统架构图")  # auto: the caption branches
+        assert pack.last_branches == ["caption_vector", "bm25"]
+        assert hits[0].node.metadata["category"] == "architecture"
+        with pytest.raises(NoClipError, match="mode='hybrid'"):
+            pack.retrieve("系统架构图", mode="text")
+        query = next(image_dir.rglob("architecture_0.png"))
+        by_image = pack.retrieve(query, mode="hybrid", similarity_top_k=3)
+        assert str(query) not in [h.node.metadata["file_path"] for h in by_image]
+    finally:
+        pack.store.close()
+    with pytest.raises(CollectionMismatchError, match="'none'"):
+        ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none").ingest(image_dir)

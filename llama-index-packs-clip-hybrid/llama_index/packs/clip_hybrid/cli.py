@@ -35,7 +35,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clip-model",
         default=os.environ.get("CLIP_HYBRID_CLIP_MODEL", DEFAULT_CLIP_MODEL),
-        help="CLIP model name or checkpoint path (env CLIP_HYBRID_CLIP_MODEL)",
+        help="CLIP model name or checkpoint path, or none for the caption-only mode "
+        "(env CLIP_HYBRID_CLIP_MODEL)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -239,6 +240,8 @@ def _search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.image is None):
         raise UsageError("give either a text QUERY or --image PATH")
     mode = args.mode or ("image" if args.image else "text")
+    if args.clip_model == "none" and args.mode is None:
+        mode = "hybrid"  # caption-only index: the caption branches are all there is
     if mode == "hybrid" and args.keep_self_hit:
         raise UsageError("--keep-self-hit applies to --mode image")
     if mode == "image" and args.image is None:

@@ -61,12 +61,14 @@ class CaptionVectorRetriever(BaseRetriever):
         embed_model: BaseEmbedding,
         similarity_top_k: int = 50,
         filters: MetadataFilters | None = None,
+        read_rows: bool = False,
     ) -> None:
         self.captions = captions
         self.images = images
         self.embed_model = embed_model
         self.similarity_top_k = similarity_top_k
         self._expr = filters_to_expr(filters)
+        self.read_rows = read_rows
         super().__init__()
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -74,7 +76,9 @@ class CaptionVectorRetriever(BaseRetriever):
             return []
         vector = unit_vector(self.embed_model.get_query_embedding(query_bundle.query_str))
         hits = self.captions.search(vector, limit=self.similarity_top_k, output_fields=())
-        return _image_nodes(self.images, [(h.id, h.score) for h in hits], self._expr)
+        return _image_nodes(
+            self.images, [(h.id, h.score) for h in hits], self._expr, self.read_rows
+        )
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
@@ -94,11 +98,13 @@ class CaptionBM25Retriever(BaseRetriever):
         images: ImageStore,
         similarity_top_k: int = 50,
         filters: MetadataFilters | None = None,
+        read_rows: bool = False,
     ) -> None:
         self._index = index
         self.images = images
         self.similarity_top_k = similarity_top_k
         self._expr = filters_to_expr(filters)
+        self.read_rows = read_rows
         super().__init__()
 
     @property
@@ -112,20 +118,20 @@ class CaptionBM25Retriever(BaseRetriever):
         if index is None or not query_bundle.query_str.strip():
             return []
         scored = index.search(query_bundle.query_str, self.similarity_top_k)
-        return _image_nodes(self.images, scored, self._expr)
+        return _image_nodes(self.images, scored, self._expr, self.read_rows)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
 def _image_nodes(
-    images: ImageStore, scored: list[tuple[str, float]], expr: str
+    images: ImageStore, scored: list[tuple[str, float]], expr: str, read_rows: bool = False
 ) -> list[NodeWithScore]:
-    """Image nodes for caption hits. With a filter the image rows are read now (the filter
-    is on them); without one the nodes carry only the image id, and the fusion reads the
-    rows of the final top-k only (:func:`hydrate`): one small read instead of one per
-    branch of 50 candidates each."""
-    if expr:
+    """Image nodes for caption hits. With a filter, or ``read_rows`` (a self-hit filter
+    needs each node's path and content hash), the image rows are read now; otherwise the
+    nodes carry only the image id, and the fusion reads the rows of the final top-k only
+    (:func:`hydrate`): one small read instead of one per branch of 50 candidates each."""
+    if expr or read_rows:
         return [hit_to_node(h) for h in images.get_hits(scored, filter=expr)]
     return [NodeWithScore(node=ImageNode(id_=image_id), score=score) for image_id, score in scored]
 
@@ -166,16 +172,18 @@ class MilvusBM25Retriever(BaseRetriever):
         images: ImageStore,
         similarity_top_k: int = 50,
         filters: MetadataFilters | None = None,
+        read_rows: bool = False,
     ) -> None:
         self.captions = captions
         self.images = images
         self.similarity_top_k = similarity_top_k
         self._expr = filters_to_expr(filters)
+        self.read_rows = read_rows
         super().__init__()
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         scored = self.captions.search_bm25(query_bundle.query_str, limit=self.similarity_top_k)
-        return _image_nodes(self.images, scored, self._expr)
+        return _image_nodes(self.images, scored, self._expr, self.read_rows)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)

@@ -26,6 +26,7 @@ from ._util import chunks, unit_vector
 from .embedding import FastClipEmbedding
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, discover_images, file_sha256, to_rgb
 from .images import open_image as _open_image
+from .no_clip import PLACEHOLDER, NoClipEmbedding
 from .store import BUILTIN_FIELDS, ImageStore
 
 if TYPE_CHECKING:
@@ -199,11 +200,12 @@ class ImageIngestor:
             self.store.check_model(model.model_name)
             self._dim_checked = False  # checked against the first vector written
             return
-        dim = (
-            model.embed_dim
-            if isinstance(model, FastClipEmbedding)
-            else len(model.get_text_embedding("a photo"))
-        )
+        if isinstance(model, FastClipEmbedding):
+            dim = model.embed_dim
+        elif isinstance(model, NoClipEmbedding):
+            dim = len(PLACEHOLDER)
+        else:
+            dim = len(model.get_text_embedding("a photo"))
         self.store.ensure(dim=dim, model=model.model_name)
         self._dim_checked = True
 

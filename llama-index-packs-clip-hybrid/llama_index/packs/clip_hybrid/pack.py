@@ -43,6 +43,7 @@ from .hybrid import (
     hydrate,
 )
 from .ingest import ImageIngestor, IngestReport
+from .no_clip import NO_CLIP, NoClipEmbedding, no_clip_error
 from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .store import (
     DEFAULT_COLLECTION,
@@ -87,7 +88,9 @@ class ClipHybridPack(_PackBase):
         uri: Milvus Lite path (default ``./clip_hybrid.db``) or ``http(s)://host:19530``.
         token: Milvus server token (never stored or printed).
         collection_name: The image collection.
-        clip_model: A ``clip`` model name or a local checkpoint path.
+        clip_model: A ``clip`` model name or a local checkpoint path; ``"none"`` for the
+            caption-only mode (no CLIP: images are stored and captioned, search is hybrid
+            over the caption branches; see :mod:`no_clip`).
         embed_model: Any ``MultiModalEmbedding`` instead of CLIP (overrides clip_model).
         device, precision: For the CLIP model, see :class:`FastClipEmbedding`.
         similarity_top_k: Results per query.
@@ -136,9 +139,15 @@ class ClipHybridPack(_PackBase):
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
         self.store = ImageStore(uri=uri, token=token, collection_name=collection_name)
-        self.embed_model: MultiModalEmbedding = embed_model or FastClipEmbedding(
-            model_name=clip_model, device=device, precision=precision
-        )
+        self.embed_model: MultiModalEmbedding
+        if embed_model is not None:
+            self.embed_model = embed_model
+        elif clip_model == NO_CLIP:
+            self.embed_model = NoClipEmbedding()
+        else:
+            self.embed_model = FastClipEmbedding(
+                model_name=clip_model, device=device, precision=precision
+            )
         self.similarity_top_k = similarity_top_k
         self.keep_self_hit = keep_self_hit
         self.ingestor = ImageIngestor(
@@ -345,7 +354,7 @@ class ClipHybridPack(_PackBase):
         """The branches that can run now, by name: ``clip`` (text->image, or image->image
         when ``query_image`` is given, self-hit filtered), ``caption_vector`` and ``bm25``."""
         branches: dict[str, BaseRetriever] = {}
-        if self.store.open_existing():
+        if self.store.open_existing() and not self.has_no_clip:
             clip: BaseRetriever
             if query_image is not None:
                 clip = self.image_retriever(similarity_top_k=candidates, filters=filters)
@@ -361,6 +370,7 @@ class ClipHybridPack(_PackBase):
                     embed_model=embed,
                     similarity_top_k=candidates,
                     filters=filters,
+                    read_rows=query_image is not None,
                 ),
                 query_image,
             )
@@ -372,6 +382,7 @@ class ClipHybridPack(_PackBase):
                         images=self.store,
                         similarity_top_k=candidates,
                         filters=filters,
+                        read_rows=query_image is not None,
                     ),
                     query_image,
                 )
@@ -380,7 +391,11 @@ class ClipHybridPack(_PackBase):
         if index is not None and len(index):
             branches[BRANCH_BM25] = self._selfhit(
                 CaptionBM25Retriever(
-                    index=index, images=self.store, similarity_top_k=candidates, filters=filters
+                    index=index,
+                    images=self.store,
+                    similarity_top_k=candidates,
+                    filters=filters,
+                    read_rows=query_image is not None,
                 ),
                 query_image,
             )
@@ -529,6 +544,11 @@ class ClipHybridPack(_PackBase):
             is_image = isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
             if is_image:
                 bundle = self._hybrid_image_bundle(bundle)
+                if self.has_no_clip and not bundle.query_str:
+                    raise ValueError(
+                        "Without CLIP (clip_model='none') an image query needs a caption of "
+                        "that image: index and caption it first, or use a CLIP model."
+                    )
             elif not bundle.query_str.strip():
                 raise ValueError("The text query is empty; type something to search for.")
             retriever = self.hybrid_retriever(
@@ -538,6 +558,10 @@ class ClipHybridPack(_PackBase):
             )
             self.last_branches = list(retriever.branch_names)
             return retriever, bundle
+        if self.has_no_clip:
+            if mode != "auto":
+                raise no_clip_error()
+            return self._route(query, "hybrid", similarity_top_k, filters, keep_self_hit)
         if mode == "text":
             if not isinstance(query, (str, QueryBundle)):
                 raise ValueError(f"mode='text' needs a string query, got {type(query).__name__}.")
@@ -554,6 +578,11 @@ class ClipHybridPack(_PackBase):
                 similarity_top_k=similarity_top_k, filters=filters, keep_self_hit=keep_self_hit
             ), bundle
         return self.text_retriever(similarity_top_k=similarity_top_k, filters=filters), bundle
+
+    @property
+    def has_no_clip(self) -> bool:
+        """True in the caption-only mode (``clip_model="none"``)."""
+        return isinstance(self.embed_model, NoClipEmbedding)
 
     def _check_ready(self) -> None:
         if not self.store.open_existing():

@@ -65,3 +65,35 @@ def test_demo_without_weights_says_so_in_one_sentence(tmp_path) -> None:  # type
     assert message.startswith(f"CLIP model '{missing}' is neither a known name")
     assert message.endswith("pass one of those names or a local checkpoint path.")
     assert "Traceback" not in done.stderr
+
+
+def test_compose_example_runs_engine_tool_and_workflow(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    db = str(tmp_path / "demo.db")
+    assert _demo("--clip-model", str(tiny_clip_checkpoint), "--db", db).returncode == 0
+    with ApiStub(caption=lambda request: f"Saw {len(request.image_urls)} images.") as stub:
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env |= {"OPENAI_API_KEY": "sk-example-test", "OPENAI_BASE_URL": stub.openai_base_url}
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "compose.py"),
+                "--db",
+                db,
+                "--clip-model",
+                str(tiny_clip_checkpoint),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env=env,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "branches: clip, caption_vector, bm25" in out
+    tool_section = out.split("RetrieverTool find_images:", 1)[1]
+    assert "images/text_zh/text_zh_0.png" in tool_section.split("\n\n", 1)[0]
+    assert "RetrieverQueryEngine: Saw 0 images." in out  # text-only synthesis
+    assert "Workflow: Saw 3 images." in out  # the images themselves went to the VLM

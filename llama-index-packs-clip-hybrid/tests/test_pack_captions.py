@@ -154,3 +154,32 @@ def test_milvus_lite_noise_is_not_logged(milvus_uri, caplog) -> None:
     finally:
         store.close()
     assert "Method not implemented" not in caplog.text and "mvccTs" not in caplog.text
+
+
+def test_auto_caption_embedder_follows_the_collection(
+    milvus_uri, fast_clip, image_dir, monkeypatch
+) -> None:
+    """Captions embedded offline stay searchable when a key appears later: 'auto' picks the
+    model recorded with the collection, not text-embedding-3-small."""
+    if not local_embedding_available():
+        pytest.skip("the local extra is not installed")
+    from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
+
+    with ApiStub() as stub:
+        captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
+        first = _pack(milvus_uri, fast_clip, captioner=captioner, caption_embed="local")
+        try:
+            first.ingest(image_dir)
+        finally:
+            first.store.close()
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        later = _pack(milvus_uri, fast_clip)
+        try:
+            model = later.caption_embed_model
+            assert model is not None
+            assert embedding_identity(model) == "sentence-transformers/all-MiniLM-L6-v2"
+            later.retrieve("a chart", mode="hybrid")
+            assert "caption_vector" in later.last_branches
+        finally:
+            later.store.close()

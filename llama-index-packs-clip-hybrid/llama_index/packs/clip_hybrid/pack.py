@@ -26,7 +26,13 @@ from llama_index.retrievers.selfhit import (
 
 from .bm25 import CaptionBM25Index, CaptionText
 from .caption_cache import default_cache_path
-from .caption_embedding import embedding_identity, resolve_caption_embedding
+from .caption_embedding import (
+    LOCAL_CAPTION_EMBED_MODEL,
+    OPENAI_CAPTION_EMBED_MODEL,
+    embedding_identity,
+    local_embedding_available,
+    resolve_caption_embedding,
+)
 from .caption_index import CaptionIndexer
 from .caption_store import DEFAULT_CAPTION_COLLECTION, CaptionStore
 from .caption_transform import VLMCaptionTransform, resolve_captioner
@@ -102,7 +108,8 @@ class ClipHybridPack(_PackBase):
             else offline OCR when installed, else none. Or ``openai``, ``dashscope``,
             ``ocr``, ``none``, a :class:`Captioner`, or a LlamaIndex LLM taking images.
         caption_model, caption_lang: The VLM model and caption language (e.g. ``zh``).
-        caption_embed: ``auto`` (text-embedding-3-small with a key, else the bundled
+        caption_embed: ``auto`` (the model that made the existing caption vectors when it
+            is usable, else text-embedding-3-small with a key, else the bundled
             all-MiniLM-L6-v2), ``openai``, ``local``, ``none``, or any ``BaseEmbedding``.
         caption_collection: The caption collection, in the same ``uri``.
         caption_concurrency: Caption requests in flight.
@@ -212,7 +219,10 @@ class ClipHybridPack(_PackBase):
     def caption_embed_model(self) -> BaseEmbedding | None:
         """The caption text embedder (None: captions kept for BM25 only); built on first use."""
         if isinstance(self._caption_embed_model, _Unset):
-            self._caption_embed_model = resolve_caption_embedding(self._caption_embed_choice)
+            choice = self._caption_embed_choice
+            if choice == "auto":  # follow the model that built the existing captions
+                choice = _embed_choice_for(self.caption_store.model) or "auto"
+            self._caption_embed_model = resolve_caption_embedding(choice)
         return self._caption_embed_model
 
     def __repr__(self) -> str:
@@ -233,6 +243,7 @@ class ClipHybridPack(_PackBase):
             "caption_transform": self.caption_transform,
             "caption_store": self.caption_store,
             "caption_embed_model": self.caption_embed_model,
+            "branch_retrievers": self.hybrid_branches(),
             "hybrid_retriever": self._hybrid_or_none(),
         }
 
@@ -603,6 +614,15 @@ class _Unset:
 
 
 _UNSET = _Unset()
+
+
+def _embed_choice_for(recorded: str | None) -> str | None:
+    """The ``caption_embed`` choice that reproduces a recorded caption model, if usable."""
+    if recorded == OPENAI_CAPTION_EMBED_MODEL and os.environ.get("OPENAI_API_KEY"):
+        return "openai"
+    if recorded == LOCAL_CAPTION_EMBED_MODEL and local_embedding_available():
+        return "local"
+    return None
 
 
 def _env(name: str, default: str) -> str:

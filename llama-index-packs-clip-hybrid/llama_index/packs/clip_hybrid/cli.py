@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(search)
 
+    serve = sub.add_parser("serve", help="the preview page: the map, three search modes")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")
+    _common(serve)
+
     evaluate = sub.add_parser("eval", help="score retrieval against a qrels JSONL file")
     evaluate.add_argument("qrels", help="JSONL: {query|image, relevant: [paths], lang?}")
     evaluate.add_argument(
@@ -348,6 +353,32 @@ def _run_hybrid(args: argparse.Namespace, pack: Any, query: Any) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .preview import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0-65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"clip-hybrid: warning: serving on {args.host}: anyone who can reach it can "
+            "search your index and see its images.",
+            file=sys.stderr,
+        )
+    pack = _pack(args, captioner="none")
+    try:
+        serve(
+            pack,
+            host=args.host,
+            port=args.port,
+            ready=lambda url: print(f"Preview at {url} (Ctrl+C to stop)", flush=True),
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        pack.store.close()
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .evaluation import MODES, evaluate, load_qrels
 
@@ -392,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handler = {"index": _index, "search": _search, "eval": _eval}[args.command]
+    handler = {"index": _index, "search": _search, "eval": _eval, "serve": _serve}[args.command]
     try:
         return handler(args)
     except UsageError as exc:

@@ -1,0 +1,221 @@
+"""The preview server's JSON API over real HTTP on 127.0.0.1 (a tiny-CLIP index)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.packs.clip_hybrid import ClipHybridPack, LLMCaptioner
+from llama_index.packs.clip_hybrid.preview import make_server
+from llama_index.packs.clip_hybrid.testing import ApiStub
+from PIL import Image
+
+PLANTED = "sk-planted-secret-0123456789"
+
+
+def _captioner(image_dir: Path):
+    table = {}
+    for path in image_dir.rglob("*.png"):
+        kind = path.parent.name
+        text = "Text: 系统架构图 API Gateway" if kind == "architecture" else f"A {kind} image."
+        table[hashlib.sha256(path.read_bytes()).hexdigest()] = text
+
+    def caption(request) -> str:
+        data = base64.b64decode(request.image_urls[0].split(",", 1)[1])
+        return table.get(hashlib.sha256(data).hexdigest(), "Unknown.")
+
+    return caption
+
+
+@pytest.fixture
+def server(milvus_uri, fast_clip, image_dir, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED)  # must never reach a response
+    with ApiStub(caption=_captioner(image_dir)) as stub:
+        captioner = LLMCaptioner.openai(api_key=PLANTED, api_base=stub.openai_base_url)
+        pack = ClipHybridPack(
+            uri=milvus_uri,
+            embed_model=fast_clip,
+            captioner=captioner,
+            caption_embed=MockEmbedding(embed_dim=16),
+            show_progress=False,
+        )
+        pack.ingest(image_dir)
+    httpd = make_server(pack, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", pack
+    httpd.shutdown()
+    httpd.server_close()
+    pack.store.close()
+
+
+def _get(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as res:
+            return res.status, res.read(), res.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), err.headers.get("Content-Type", "")
+
+
+def _post(url: str, payload) -> tuple[int, dict]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_page_and_vendored_plotly(server) -> None:
+    url, _ = server
+    status, html, kind = _get(url + "/")
+    assert status == 200 and kind.startswith("text/html")
+    assert b'<script src="/static/plotly.min.js">' in html and b"https://" not in html
+    status, js, kind = _get(url + "/static/plotly.min.js")
+    assert status == 200 and kind.startswith("text/javascript") and len(js) > 1_000_000
+
+
+def test_status_and_points(server, image_dir) -> None:
+    url, _ = server
+    n = len(list(image_dir.rglob("*.png")))
+    status = json.loads(_get(url + "/api/status")[1])
+    assert status["images"] == n and status["captions"] == n and status["clip"] is True
+    points = json.loads(_get(url + "/api/points")[1])
+    assert len(points["points"]) == n
+    assert all(isinstance(p["x"], float) and isinstance(p["y"], float) for p in points["points"])
+    assert {p["category"] for p in points["points"]} == {
+        p.parent.name for p in image_dir.rglob("*.png")
+    }
+    assert 0 < sum(points["explained"]) <= 1.0
+
+
+def test_text_search_matches_the_pack_and_places_the_query(server) -> None:
+    url, pack = server
+    status, out = _post(url + "/api/search", {"mode": "text", "query": "a bar chart", "top_k": 4})
+    assert status == 200
+    hits, _ = pack.search("a bar chart", mode="text", similarity_top_k=4)
+    assert [r["id"] for r in out["results"]] == [h.node.node_id for h in hits]
+    assert [r["score"] for r in out["results"]] == pytest.approx([h.score for h in hits])
+    assert out["query_point"] is not None and out["filtered"] == []
+
+
+def test_image_search_shows_the_filtered_self_hit_and_keeps_it_on_request(server) -> None:
+    url, _ = server
+    points = json.loads(_get(url + "/api/points")[1])["points"]
+    query = next(p for p in points if p["name"] == "flowchart_0.png")
+    status, out = _post(url + "/api/search", {"mode": "image", "image_id": query["id"]})
+    assert status == 200
+    assert query["id"] not in [r["id"] for r in out["results"]]
+    (dropped,) = out["filtered"]
+    assert dropped["id"] == query["id"] and dropped["score"] == pytest.approx(1.0, abs=1e-4)
+    _, kept = _post(
+        url + "/api/search", {"mode": "image", "image_id": query["id"], "keep_self_hit": True}
+    )
+    assert kept["results"][0]["id"] == query["id"] and kept["filtered"] == []
+
+
+def test_hybrid_search_has_branches_captions_and_terms(server) -> None:
+    url, _ = server
+    status, out = _post(url + "/api/search", {"mode": "hybrid", "query": "系统架构图"})
+    assert status == 200 and out["branches"] == ["clip", "caption_vector", "bm25"]
+    top = out["results"][0]
+    assert top["category"] == "architecture" and "系统架构图" in top["caption"]
+    assert {"clip", "bm25"} <= set(top["branches"]) and top["rrf"] > 0
+    assert "系统" in out["terms"]
+
+
+def test_upload_search_and_upload_limits(server, image_dir) -> None:
+    url, _ = server
+    data = next(image_dir.rglob("bar_chart_0.png")).read_bytes()
+    status, out = _post(
+        url + "/api/search",
+        {"mode": "image", "image_b64": "data:image/png;base64," + base64.b64encode(data).decode()},
+    )
+    assert status == 200 and len(out["filtered"]) == 1  # the same bytes: the self-hit
+    status, err = _post(
+        url + "/api/search", {"mode": "image", "image_b64": base64.b64encode(b"<html>").decode()}
+    )
+    assert status == 400 and err["error"] == "the upload is not an image"
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, "PNG")
+    status, err = _post(
+        url + "/api/search",
+        {"mode": "image", "image_b64": base64.b64encode(buf.getvalue()).decode()},
+    )
+    assert status == 413 and "pixels" in err["error"]
+    assert not list(image_dir.rglob("upload*"))  # nothing written into the indexed folders
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/image/..%2F..%2Fetc%2Fpasswd",
+        "/api/image/../../etc/passwd",
+        "/api/image/%2Fetc%2Fpasswd",
+        "/static/../server.py",
+        "/api/image/",
+        "/../../etc/passwd",
+    ],
+)
+def test_path_traversal_is_refused(server, path) -> None:
+    url, _ = server
+    status, body, _ = _get(url + path)
+    assert status in (400, 404) and b"root:" not in body
+
+
+def test_bad_requests_get_clear_errors(server) -> None:
+    url, _ = server
+    cases = [
+        (b"not json", 400, "not JSON"),
+        ({"mode": "text"}, 400, "exactly one"),
+        ({"mode": "text", "query": "   "}, 400, "empty"),
+        ({"mode": "text", "query": "x" * 5000}, 400, "longer"),
+        ({"mode": "image", "image_id": "../../etc/passwd"}, 400, "bad image id"),
+        ({"mode": "image", "image_id": "0" * 36}, 404, "no indexed image"),
+        ({"mode": "sideways", "query": "x"}, 400, "mode"),
+        ({"mode": "text", "query": "x", "top_k": 0}, 400, "top_k"),
+        ({"mode": "image", "query": "x"}, 400, "image mode"),
+    ]
+    for payload, code, message in cases:
+        status, out = _post(url + "/api/search", payload)
+        assert status == code and message in out["error"], (payload, out)
+    status, out = _post(url + "/api/search", {"mode": "text", "query": "😀 مرحبا 系统"})
+    assert status == 200 and out["results"]
+    thumb_status, thumb, kind = _get(url + f"/api/image/{out['results'][0]['id']}")
+    assert thumb_status == 200 and kind == "image/jpeg"
+    with Image.open(io.BytesIO(thumb)) as img:
+        assert max(img.size) <= 256
+
+
+def test_no_secret_in_any_response(server) -> None:
+    url, _ = server
+    bodies = [_get(url + p)[1] for p in ("/", "/api/status", "/api/points")]
+    bodies.append(
+        json.dumps(_post(url + "/api/search", {"mode": "hybrid", "query": "chart"})[1]).encode()
+    )
+    bodies.append(json.dumps(_post(url + "/api/search", {"mode": "x"})[1]).encode())
+    assert not any(PLANTED.encode() in body for body in bodies)
+
+
+def test_empty_index(milvus_uri, fast_clip) -> None:
+    pack = ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none")
+    httpd = make_server(pack, port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        assert json.loads(_get(url + "/api/status")[1])["images"] == 0
+        assert json.loads(_get(url + "/api/points")[1])["points"] == []
+        status, out = _post(url + "/api/search", {"mode": "text", "query": "anything"})
+        assert status == 200 and out["results"] == [] and "empty" in out["message"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        pack.store.close()

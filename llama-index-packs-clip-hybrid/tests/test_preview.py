@@ -219,3 +219,94 @@ def test_empty_index(milvus_uri, fast_clip) -> None:
         httpd.shutdown()
         httpd.server_close()
         pack.store.close()
+
+
+# -- the page in a real browser -------------------------------------------------------
+
+
+def _chromium() -> str:
+    """The system Chromium for Playwright: fail on CI when missing (it is installed by
+    .ci/run), skip on a developer machine without it."""
+    import os
+    import shutil
+
+    found = os.environ.get("CLIP_HYBRID_CHROMIUM") or shutil.which("chromium")
+    found = found or shutil.which("chromium-browser")
+    try:
+        import playwright.sync_api
+    except ImportError:
+        found = None
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("Chromium or playwright is missing on CI; .ci/run installs chromium.")
+    pytest.skip("no chromium (apt-get install chromium) or playwright")
+
+
+def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    url, _ = server
+    n = len(list(image_dir.rglob("*.png")))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            count = page.evaluate(
+                "document.getElementById('map').data.reduce((s, t) => s + t.x.length, 0)"
+            )
+            assert count == n  # every image on the map
+
+            # text -> image: the list equals the API's, and a query marker is drawn
+            page.fill("#query", "a bar chart")
+            page.click("#go")
+            page.wait_for_selector("#results .result")
+            _, api = _post(
+                url + "/api/search", {"mode": "text", "query": "a bar chart", "top_k": 8}
+            )
+            shown = page.eval_on_selector_all(
+                "#results .result .score", "els => els.map(e => e.textContent)"
+            )
+            assert shown == [f"cosine {r['score']:.4f}" for r in api["results"]]
+            names = page.evaluate("document.getElementById('map').data.map(t => t.name)")
+            assert "query" in names and "results" in names
+
+            # image -> image: the self-hit struck through, and kept with the toggle
+            page.check("input[name=mode][value=image]")
+            page.select_option("#image-pick", label="flowchart_0.png")
+            page.click("#go")
+            page.wait_for_selector("#results .result.filtered")
+            filtered = page.locator("#results .result.filtered .name")
+            assert filtered.inner_text() == "flowchart_0.png"
+            decoration = filtered.evaluate("e => getComputedStyle(e).textDecorationLine")
+            assert decoration == "line-through"
+            page.check("#keep")
+            page.wait_for_function(
+                "(() => { const n = document.querySelector('#results .result .name');"
+                " return n && !document.querySelector('#results .result.filtered')"
+                " && n.textContent.includes('flowchart_0.png'); })()"
+            )
+
+            # hybrid: per-branch ranks and the matched caption terms marked
+            page.check("input[name=mode][value=hybrid]")
+            page.select_option("#image-pick", value="")
+            page.fill("#query", "系统架构图")
+            page.click("#go")
+            page.wait_for_selector("#results .result .caption mark")
+            first = page.locator("#results .result").first
+            assert "bm25 #" in first.locator(".branches").inner_text()
+            assert first.locator(".caption mark").first.inner_text() in (
+                "系统架构图",
+                "架构图",
+                "系统",
+            )
+            page.screenshot(path=str(tmp_path / "preview.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert (tmp_path / "preview.png").stat().st_size > 10_000

@@ -253,9 +253,10 @@ def test_pack_hybrid_image_query_filters_the_self_hit(hybrid_pack, image_dir) ->
     hits = hybrid_pack.retrieve(query, mode="hybrid", similarity_top_k=5)
     assert str(query) not in [h.node.metadata["file_path"] for h in hits]
     assert hybrid_pack.last_branches == ["clip", "caption_vector", "bm25"]
-    # the caption branches searched with the query image's own caption: the other
-    # architecture image (same caption) ranks first
-    assert hits[0].node.metadata["category"] == "architecture"
+    # the caption branches searched with the query image's own caption: BM25 ranks the
+    # other architecture image (the same caption) first
+    twin = [h for h in hits if h.node.metadata["file_path"].endswith("architecture_1.png")]
+    assert twin and twin[0].node.metadata[HYBRID_METADATA_KEY]["branches"]["bm25"]["rank"] == 1
 
 
 def test_pack_hybrid_without_captions_is_clip_alone(pack, image_dir) -> None:
@@ -366,3 +367,109 @@ def test_caption_only_mode_without_clip(milvus_uri, image_dir, stub, fast_clip) 
         pack.store.close()
     with pytest.raises(CollectionMismatchError, match="'none'"):
         ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none").ingest(image_dir)
+
+
+def test_bm25_with_captions_that_have_no_tokens() -> None:
+    index = CaptionBM25Index.build(
+        [
+            CaptionText("a", "...", "1"),
+            CaptionText("b", "a diagram", "2"),
+            CaptionText("c", "😀", "3"),
+        ]
+    )
+    assert index.search("diagram", 10) == [("b", pytest.approx(index.search("diagram", 1)[0][1]))]
+
+
+def test_hybrid_keep_self_hit_reaches_every_branch(hybrid_pack, image_dir) -> None:
+    query = next(image_dir.rglob("architecture_0.png"))
+    hits = hybrid_pack.retrieve(query, mode="hybrid", similarity_top_k=5, keep_self_hit=True)
+    mine = [h for h in hits if h.node.metadata["file_path"] == str(query)]
+    assert mine  # kept, and found by every branch (the test caption vectors all tie)
+    assert set(mine[0].node.metadata[HYBRID_METADATA_KEY]["branches"]) == {
+        "clip",
+        "caption_vector",
+        "bm25",
+    }
+
+
+def test_changed_image_with_a_failed_caption_loses_its_old_caption(
+    hybrid_pack, image_dir, stub
+) -> None:
+    target = next(image_dir.rglob("architecture_0.png"))
+    image_id = next(
+        r["id"] for r in hybrid_pack.store.iter_rows(["path"]) if r["path"] == str(target)
+    )
+    assert image_id in {r["id"] for r in hybrid_pack.caption_store.iter_rows(["text"])}
+    target.write_bytes(
+        next(image_dir.rglob("landscape_photo_0.png")).read_bytes()[:-4] + b"\0\0\0\0"
+    )
+    hybrid_pack.caption_transform.max_retries = 0
+    stub.fail_next(10, status=500, path_prefix="/v1/chat")
+    hybrid_pack.ingest(image_dir)
+    assert image_id not in {r["id"] for r in hybrid_pack.caption_store.iter_rows(["text"])}
+    assert all(
+        h.node.node_id != image_id
+        for h in hybrid_pack.retrieve("系统架构图", mode="hybrid", similarity_top_k=18)
+        if "bm25" in h.node.metadata[HYBRID_METADATA_KEY]["branches"]
+    )
+
+
+def test_captions_off_still_drop_captions_of_deleted_images(
+    hybrid_pack, milvus_uri, fast_clip, image_dir
+) -> None:
+    hybrid_pack.store.close()
+    gone = next(image_dir.rglob("architecture_1.png"))
+    gone.unlink()
+    later = ClipHybridPack(
+        uri=milvus_uri,
+        embed_model=fast_clip,
+        captioner="none",
+        caption_embed=MockEmbedding(embed_dim=16),
+    )
+    try:
+        later.ingest(image_dir, sync=True)
+        assert str(gone) not in {r["path"] for r in later.caption_store.iter_rows(["path"])}
+        hits = later.hybrid_retriever(similarity_top_k=18, branches=("bm25",)).retrieve(
+            "系统架构图"
+        )
+        assert [h.node.metadata["file_path"] for h in hits] == [
+            str(next(image_dir.rglob("architecture_0.png")))
+        ]
+    finally:
+        later.store.close()
+
+
+def test_captions_without_an_embedder_feed_bm25_then_get_vectors(
+    milvus_uri, fast_clip, image_dir, stub
+) -> None:
+    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+    pack = ClipHybridPack(
+        uri=milvus_uri,
+        embed_model=fast_clip,
+        captioner=captioner,
+        caption_embed="none",
+        show_progress=False,
+    )
+    try:
+        pack.ingest(image_dir)
+        assert pack.caption_store.model == "none"
+        pack.retrieve("系统架构图", mode="hybrid")
+        assert pack.last_branches == ["clip", "bm25"]
+    finally:
+        pack.store.close()
+    calls = len(stub.requests)
+    later = ClipHybridPack(
+        uri=milvus_uri,
+        embed_model=fast_clip,
+        captioner=captioner,
+        caption_embed=MockEmbedding(embed_dim=16),
+        show_progress=False,
+    )
+    try:
+        later.ingest(image_dir)
+        assert len(stub.requests) == calls  # re-embedded from the cache: no VLM call
+        assert later.caption_store.dim == 16
+        later.retrieve("系统架构图", mode="hybrid")
+        assert later.last_branches == ["clip", "caption_vector", "bm25"]
+    finally:
+        later.store.close()

@@ -95,7 +95,8 @@ class CaptionBM25Index:
             return []
         from llama_index.core.schema import QueryBundle
 
-        self._retriever.similarity_top_k = min(k, len(self._segmented))
+        indexed = sum(1 for text in self._segmented.values() if text)
+        self._retriever.similarity_top_k = min(k, indexed)
         hits = self._retriever.retrieve(QueryBundle(query_str=" ".join(tokens)))
         return [(hit.node.node_id, float(hit.score)) for hit in hits if (hit.score or 0.0) > 0.0]
 
@@ -118,6 +119,7 @@ class CaptionBM25Index:
             }
             (staging / SETTINGS_FILE).write_text(json.dumps(settings, ensure_ascii=False))
             old = target.with_name(target.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)  # left by a crash between the renames
             if target.exists():
                 os.replace(target, old)
             os.replace(staging, target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
@@ -12,9 +13,28 @@ from .caption_embedding import embedding_identity
 from .caption_store import CaptionStore, fit_caption
 from .caption_transform import CaptionFailure, CaptionOutcome, CaptionReport, VLMCaptionTransform
 from .captioners import CaptionImage, redact
+from .no_clip import PLACEHOLDER
 from .store import ImageStore
 
 logger = logging.getLogger(__name__)
+
+
+#: The model recorded with a caption collection made without an embedder.
+NO_CAPTION_VECTORS = "none"
+
+
+def reconcile_captions(
+    captions: CaptionStore, images: dict[str, dict[str, Any]]
+) -> dict[str, tuple[str, str]]:
+    """Delete caption rows whose image left the image collection; the others by image
+    id: (sha256 the caption was made from, captioner cache key)."""
+    have: dict[str, tuple[str, str]] = {}
+    for row in captions.iter_rows(["sha256", "cache_key"]):
+        have[row["id"]] = (row["sha256"], row["cache_key"])
+    gone = [cid for cid in have if cid not in images]
+    for batch in chunks(gone, 1000):
+        captions.delete(batch)
+    return {cid: v for cid, v in have.items() if cid in images}
 
 
 class CaptionIndexer:
@@ -25,8 +45,9 @@ class CaptionIndexer:
     through :class:`VLMCaptionTransform` (so its cache makes repeats free), are embedded in
     batches and upserted; rows of images that left the image collection are deleted.
 
-    Without an embedder (``embed_model=None``) captions are made and cached (for BM25)
-    but no caption vectors are stored.
+    Without an embedder (``embed_model=None``) the rows get a 2-dim placeholder vector and
+    the model ``none``: the text is there for BM25, the caption-vector branch is off; when
+    an embedder appears later the collection is rebuilt from the cache (no VLM calls).
     """
 
     def __init__(
@@ -47,34 +68,57 @@ class CaptionIndexer:
     def update(self) -> CaptionReport:
         key = self.transform.captioner.cache_key
         rows = {r["id"]: r for r in self.images.iter_rows(["path", "sha256"])}
-        have: dict[str, tuple[str, str]] = {}
-        if self.embed_model is not None and self.captions.open_existing():
-            self.captions.check_model(embedding_identity(self.embed_model))
-            for row in self.captions.iter_rows(["sha256", "cache_key"]):
-                have[row["id"]] = (row["sha256"], row["cache_key"])
-            stale = [cid for cid in have if cid not in rows]
-            for batch in chunks(stale, 1000):
-                self.captions.delete(batch)
+        have = self._existing(rows)
         todo = [
             CaptionImage(key=image_id, data=b"", sha256=row["sha256"], path=row["path"])
             for image_id, row in rows.items()
             if row["path"] and have.get(image_id) != (row["sha256"], key)
         ]
         outcomes, report = self.transform.caption_images(todo)
-        if self.embed_model is not None:
-            self._store([o for o in outcomes if o.caption is not None and o.caption.text], report)
+        self._store([o for o in outcomes if o.caption is not None and o.caption.text], report)
+        # A changed image whose new caption is empty or failed must not keep describing
+        # its old pixels; a caption of the same pixels (only the prompt changed) stays.
+        outdated = [
+            o.image.key
+            for o in outcomes
+            if not (o.caption is not None and o.caption.text)
+            and o.image.key in have
+            and have[o.image.key][0] != o.image.sha256
+        ]
+        for batch in chunks(outdated, 1000):
+            self.captions.delete(batch)
         return report
+
+    def _existing(self, rows: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str]]:
+        """Caption rows by image id, after dropping those of images that left the image
+        collection; a collection of placeholder vectors (made without an embedder) is
+        rebuilt when an embedder is there now (its captions come back from the cache)."""
+        if not self.captions.open_existing():
+            return {}
+        name = self._model_name()
+        if self.captions.model == NO_CAPTION_VECTORS and name != NO_CAPTION_VECTORS:
+            logger.info("Caption vectors: embedding the cached captions with %s.", name)
+            self.captions.drop()
+            return {}
+        self.captions.check_model(name)
+        return reconcile_captions(self.captions, rows)
+
+    def _model_name(self) -> str:
+        model = self.embed_model
+        return embedding_identity(model) if model is not None else NO_CAPTION_VECTORS
 
     def _store(self, outcomes: Sequence[CaptionOutcome], report: CaptionReport) -> None:
         model = self.embed_model
-        assert model is not None
-        name = embedding_identity(model)
+        name = self._model_name()
         captioner = self.transform.captioner
         written = 0
         for batch in chunks(outcomes, self.embed_batch_size):
             texts = [fit_caption(o.caption.text) for o in batch if o.caption is not None]
             try:
-                vectors = [unit_vector(v) for v in model.get_text_embedding_batch(texts)]
+                if model is None:  # no embedder: rows for BM25, placeholder vectors
+                    vectors = [list(PLACEHOLDER) for _ in texts]
+                else:
+                    vectors = [unit_vector(v) for v in model.get_text_embedding_batch(texts)]
             except Exception as exc:  # the captions stay cached: only embedding is retried
                 reason = redact(f"caption embedding failed ({type(exc).__name__}: {exc})")[:300]
                 for outcome in batch:

@@ -7,6 +7,7 @@ image vectors and the captions' 1536-dim (or 384-dim offline) vectors differ.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from .store import CollectionMismatchError, ImageStore, IndexConfig
@@ -141,7 +142,7 @@ class CaptionStore(ImageStore):
 
     def text_for_sha256(self, digest: str) -> str | None:
         """A stored caption of an image with these bytes, if any."""
-        if not self.open_existing():
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not self.open_existing():
             return None
         rows = self.client.query(
             self.collection_name, filter=f'sha256 == "{digest}"', output_fields=["text"], limit=1

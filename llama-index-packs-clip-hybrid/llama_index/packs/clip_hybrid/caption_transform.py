@@ -378,7 +378,10 @@ class VLMCaptionTransform(TransformComponent):
                     continue
                 caption, failure, digest = await self._caption_one(group[0], report, fatal)
                 if caption is not None:
-                    await asyncio.to_thread(self.cache.put, digest, key, name, caption)
+                    try:
+                        await asyncio.to_thread(self.cache.put, digest, key, name, caption)
+                    except Exception as exc:  # disk full, database locked: keep the caption
+                        logger.warning("Caption cache write failed (%s); continuing.", exc)
                 for image in group:
                     results[image.key] = CaptionOutcome(image, caption, failure=failure)
 
@@ -418,10 +421,12 @@ class VLMCaptionTransform(TransformComponent):
                         fatal.append(error.reason)
                         logger.error("Captioning stopped: %s", error.reason)
                     return None, error.reason, loaded.sha256
-                if not error.retryable or attempt >= self.max_retries:
+                if not error.retryable or attempt >= self.max_retries or fatal:
                     tries = f" (after {attempt + 1} attempts)" if attempt else ""
                     return None, f"{error.reason}{tries}", loaded.sha256
                 await asyncio.sleep(self._delay(attempt, error.retry_after))
+                if fatal:  # another request found the key revoked meanwhile
+                    return None, f"not retried: {fatal[0]}", loaded.sha256
                 attempt += 1
                 usage.retries += 1
                 continue

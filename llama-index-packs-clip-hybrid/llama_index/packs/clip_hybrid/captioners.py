@@ -267,12 +267,17 @@ class LLMCaptioner(Captioner):
 
     @property
     def settings(self) -> dict[str, Any]:
+        llm = self.llm
         return {
             "name": self.name,
             "prompt": self.prompt,
             "language": self.language,
             "detail": self.detail,
             "max_pixels": self.max_pixels,
+            # what else changes the answer: the endpoint and the generation settings
+            "api_base": str(getattr(llm, "api_base", "") or ""),
+            "max_tokens": getattr(llm, "max_tokens", None),
+            "temperature": getattr(llm, "temperature", None),
         }
 
     async def acaption(self, image: CaptionImage, *, timeout: float) -> Caption:
@@ -341,6 +346,9 @@ def classify_error(exc: BaseException, timeout: float) -> CaptionError:
     if isinstance(status, int):
         detail = redact(_error_message(exc))[:200]
         reason = f"HTTP {status} from the API: {detail}" if detail else f"HTTP {status}"
+        code = _error_code(exc)
+        if code in _FATAL_CODES:  # a 429 that no wait will cure
+            return CaptionError(f"{reason} (check the account's quota and billing)", fatal=True)
         if status == 429 or status >= 500 or status in (408, 409):
             return CaptionError(reason, retryable=True, retry_after=_retry_after(response))
         if status in (401, 403):
@@ -352,6 +360,21 @@ def classify_error(exc: BaseException, timeout: float) -> CaptionError:
         return CaptionError(f"timed out after {timeout:g} s ({name})", retryable=True)
     # Connection errors, malformed JSON, unexpected shapes: transient until proven otherwise.
     return CaptionError(f"{name}: {redact(str(exc))[:200]}", retryable=True)
+
+
+#: Error codes that come with a retryable-looking status but cannot succeed by waiting:
+#: OpenAI's exhausted quota (HTTP 429) and DashScope's overdue account.
+_FATAL_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "Arrearage"})
+
+
+def _error_code(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("code") or inner.get("type") or "")
+        return str(body.get("code") or "")
+    return str(getattr(exc, "code", "") or "")
 
 
 def _error_message(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -33,7 +34,7 @@ from .caption_embedding import (
     local_embedding_available,
     resolve_caption_embedding,
 )
-from .caption_index import CaptionIndexer
+from .caption_index import CaptionIndexer, reconcile_captions
 from .caption_store import DEFAULT_CAPTION_COLLECTION, CaptionStore
 from .caption_transform import VLMCaptionTransform, resolve_captioner
 from .embedding import DEFAULT_CLIP_MODEL, FastClipEmbedding, Precision
@@ -277,8 +278,19 @@ class ClipHybridPack(_PackBase):
         if overwrite:
             self.caption_store.drop()
             self.store.drop()
+            shutil.rmtree(self.bm25_path, ignore_errors=True)
+            self._bm25 = _UNSET
         report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
         transform = self.caption_transform
+        if transform is None and self.caption_store.open_existing():
+            # Captions off this run: still drop caption rows of removed or changed images.
+            rows = {r["id"]: r for r in self.store.iter_rows(["sha256"])}
+            have = reconcile_captions(self.caption_store, rows)
+            changed = [cid for cid, (sha, _) in have.items() if rows[cid]["sha256"] != sha]
+            if changed:
+                self.caption_store.delete(changed)
+            if not self._uses_milvus_bm25():
+                self.refresh_bm25()
         if transform is not None:
             indexer = CaptionIndexer(
                 images=self.store,
@@ -361,14 +373,19 @@ class ClipHybridPack(_PackBase):
         candidates: int = 50,
         filters: MetadataFilters | None = None,
         query_image: Any = None,
+        keep_self_hit: bool | None = None,
     ) -> dict[str, BaseRetriever]:
         """The branches that can run now, by name: ``clip`` (text->image, or image->image
         when ``query_image`` is given, self-hit filtered), ``caption_vector`` and ``bm25``."""
+        keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
+        filter_self = query_image is not None and not keep
         branches: dict[str, BaseRetriever] = {}
         if self.store.open_existing() and not self.has_no_clip:
             clip: BaseRetriever
             if query_image is not None:
-                clip = self.image_retriever(similarity_top_k=candidates, filters=filters)
+                clip = self.image_retriever(
+                    similarity_top_k=candidates, filters=filters, keep_self_hit=keep
+                )
             else:
                 clip = self.text_retriever(similarity_top_k=candidates, filters=filters)
             branches[BRANCH_CLIP] = clip
@@ -381,9 +398,9 @@ class ClipHybridPack(_PackBase):
                     embed_model=embed,
                     similarity_top_k=candidates,
                     filters=filters,
-                    read_rows=query_image is not None,
+                    read_rows=filter_self,
                 ),
-                query_image,
+                filter_self,
             )
         if self._uses_milvus_bm25():
             if self.caption_store.has_milvus_bm25():
@@ -393,9 +410,9 @@ class ClipHybridPack(_PackBase):
                         images=self.store,
                         similarity_top_k=candidates,
                         filters=filters,
-                        read_rows=query_image is not None,
+                        read_rows=filter_self,
                     ),
-                    query_image,
+                    filter_self,
                 )
             return branches
         index = self.bm25_index()
@@ -406,9 +423,9 @@ class ClipHybridPack(_PackBase):
                     images=self.store,
                     similarity_top_k=candidates,
                     filters=filters,
-                    read_rows=query_image is not None,
+                    read_rows=filter_self,
                 ),
-                query_image,
+                filter_self,
             )
         return branches
 
@@ -422,6 +439,7 @@ class ClipHybridPack(_PackBase):
         candidates: int = 50,
         query_image: Any = None,
         branches: Sequence[str] | None = None,
+        keep_self_hit: bool | None = None,
     ) -> RRFFusionRetriever:
         """CLIP + caption vectors + BM25, fused per image by reciprocal rank (k = 60).
 
@@ -432,7 +450,10 @@ class ClipHybridPack(_PackBase):
         """
         top_k = similarity_top_k or self.similarity_top_k
         available = self.hybrid_branches(
-            candidates=max(candidates, top_k), filters=filters, query_image=query_image
+            candidates=max(candidates, top_k),
+            filters=filters,
+            query_image=query_image,
+            keep_self_hit=keep_self_hit,
         )
         if branches is not None:
             unknown = set(branches) - {BRANCH_CLIP, BRANCH_CAPTION, BRANCH_BM25}
@@ -472,8 +493,8 @@ class ClipHybridPack(_PackBase):
         return model
 
     @staticmethod
-    def _selfhit(retriever: BaseRetriever, query_image: Any) -> BaseRetriever:
-        return retriever if query_image is None else SelfHitFilteringRetriever(retriever)
+    def _selfhit(retriever: BaseRetriever, filter_self: bool) -> BaseRetriever:
+        return SelfHitFilteringRetriever(retriever) if filter_self else retriever
 
     def _hybrid_image_bundle(self, bundle: QueryBundle) -> QueryBundle:
         """The image query plus the caption of its bytes (stored or cached) as text, so
@@ -549,9 +570,7 @@ class ClipHybridPack(_PackBase):
             raise ValueError(f"mode={mode!r} is not one of 'auto', 'text', 'image', 'hybrid'.")
         self._check_ready()
         if mode == "hybrid":
-            bundle = (
-                QueryBundle(query_str=query) if isinstance(query, str) else to_query_bundle(query)
-            )
+            bundle = to_query_bundle(query)
             is_image = isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
             if is_image:
                 bundle = self._hybrid_image_bundle(bundle)
@@ -566,6 +585,7 @@ class ClipHybridPack(_PackBase):
                 similarity_top_k=similarity_top_k,
                 filters=filters,
                 query_image=bundle if is_image else None,
+                keep_self_hit=keep_self_hit,
             )
             self.last_branches = list(retriever.branch_names)
             return retriever, bundle

@@ -74,6 +74,7 @@ class Fault:
     malformed: bool = False
     stall: float = 0.0
     path_prefix: str = ""
+    code: str | None = None
 
 
 def default_caption(request: RecordedRequest) -> str:
@@ -181,11 +182,15 @@ class ApiStub:
         malformed: bool = False,
         stall: float = 0.0,
         path_prefix: str = "",
+        code: str | None = None,
     ) -> None:
-        """Make the next ``count`` requests (under ``path_prefix``) misbehave."""
+        """Make the next ``count`` requests (under ``path_prefix``) misbehave; ``code`` is
+        the error code in the body (e.g. ``insufficient_quota`` with a 429)."""
         with self.state.lock:
             for _ in range(count):
-                self.state.faults.append(Fault(status, retry_after, malformed, stall, path_prefix))
+                self.state.faults.append(
+                    Fault(status, retry_after, malformed, stall, path_prefix, code)
+                )
 
     def set_failure_rate(self, rate: float, *, status: int = 500) -> None:
         """Fail a seeded random fraction of requests with ``status``."""
@@ -274,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = f"{fault.retry_after:g}"
-            code = "rate_limit_exceeded" if fault.status == 429 else "server_error"
+            code = fault.code or ("rate_limit_exceeded" if fault.status == 429 else "server_error")
             return self._error(fault.status, code, f"Injected {fault.status}.", native, headers)
         if request.path.endswith("/chat/completions"):
             return self._chat(request)

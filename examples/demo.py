@@ -17,6 +17,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_QUERIES = ("system architecture diagram", "a bar chart", "mountains at sunset")
+HYBRID_QUERY = "系统架构图"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--query", action="append", help="text query (repeatable)")
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--host", default="127.0.0.1", help="preview page address")
+    parser.add_argument("--port", type=int, default=8000, help="preview page port (0: any)")
+    parser.add_argument("--no-serve", action="store_true", help="exit instead of serving")
     args = parser.parse_args(argv)
 
     from llama_index.packs.clip_hybrid import ClipHybridPack, ClipWeightsUnavailableError
@@ -39,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     pack = ClipHybridPack(
         uri=args.db, clip_model=args.clip_model, similarity_top_k=args.top_k, show_progress=False
     )
-    print(
-        f"Loading CLIP {args.clip_model} and indexing {args.images} into {args.db} ...", flush=True
-    )
+    what = "captions only (no CLIP)" if args.clip_model == "none" else f"CLIP {args.clip_model}"
+    print(f"Indexing {args.images} into {args.db} with {what} ...", flush=True)
     try:
         report = pack.ingest(args.images)
     except (ClipWeightsUnavailableError, ValueError) as exc:
@@ -53,20 +56,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     _show_captions(pack, report.captions)
 
-    for query in args.query or DEFAULT_QUERIES:
-        print(f"\ntext->image  {query!r}")
-        for rank, hit in enumerate(pack.run(query), 1):
-            print(f"  {rank}. {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}")
+    if not pack.has_no_clip:
+        for query in args.query or DEFAULT_QUERIES:
+            print(f"\ntext->image  {query!r}")
+            for rank, hit in enumerate(pack.run(query, mode="text"), 1):
+                print(f"  {rank}. {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}")
 
-    paths = sorted(args.images.rglob("*.png"))
-    query_image = next((p for p in paths if p.parent.name == "architecture"), paths[0])
-    hits, self_hits = pack.search(query_image)
-    print(f"\nimage->image  {_rel(query_image)}")
-    for rank, hit in enumerate(hits, 1):
-        print(f"  {rank}. {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}")
-    for dropped in self_hits.dropped if self_hits else []:
-        print(f"  filtered self-hit: score {dropped.score:.4f} (matched by {dropped.reason})")
-    pack.store.close()
+        paths = sorted(args.images.rglob("*.png"))
+        query_image = next((p for p in paths if p.parent.name == "architecture"), paths[0])
+        hits, self_hits = pack.search(query_image)
+        print(f"\nimage->image  {_rel(query_image)}")
+        for rank, hit in enumerate(hits, 1):
+            print(f"  {rank}. {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}")
+        for dropped in self_hits.dropped if self_hits else []:
+            print(f"  filtered self-hit: score {dropped.score:.4f} (matched by {dropped.reason})")
+
+    hybrid = pack.retrieve(HYBRID_QUERY, mode="hybrid") if report.captions else []
+    if hybrid:
+        print(f"\nhybrid  {HYBRID_QUERY!r}  (branches: {', '.join(pack.last_branches)})")
+        for rank, hit in enumerate(hybrid, 1):
+            info = hit.node.metadata["hybrid"]
+            parts = ", ".join(
+                f"{name} #{b['rank']} {b['score']:.3f}" for name, b in info["branches"].items()
+            )
+            print(
+                f"  {rank}. rrf {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}  ({parts})"
+            )
+
+    if args.no_serve:
+        pack.store.close()
+        return 0
+    from llama_index.packs.clip_hybrid.preview import serve
+
+    try:
+        serve(
+            pack,
+            host=args.host,
+            port=args.port,
+            ready=lambda url: print(f"\nPreview at {url} (Ctrl+C to stop)", flush=True),
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pack.store.close()
     return 0
 
 

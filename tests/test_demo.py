@@ -17,7 +17,7 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.pop("CLIP_HYBRID_CAPTIONER", None)  # the README's command: automatic choice
     return subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--no-serve", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -63,7 +63,7 @@ def test_demo_without_weights_says_so_in_one_sentence(tmp_path) -> None:  # type
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"CLIP model '{missing}' is neither a known name")
-    assert message.endswith("pass one of those names or a local checkpoint path.")
+    assert message.endswith("or a local checkpoint path.")
     assert "Traceback" not in done.stderr
 
 
@@ -97,3 +97,40 @@ def test_compose_example_runs_engine_tool_and_workflow(tiny_clip_checkpoint, tmp
     assert "images/text_zh/text_zh_0.png" in tool_section.split("\n\n", 1)[0]
     assert "RetrieverQueryEngine: Saw 0 images." in out  # text-only synthesis
     assert "Workflow: Saw 3 images." in out  # the images themselves went to the VLM
+
+
+def test_demo_serves_the_page_and_says_where(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import urllib.request
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    args = [
+        "--clip-model",
+        str(tiny_clip_checkpoint),
+        "--db",
+        str(tmp_path / "d.db"),
+        "--port",
+        "0",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:
+            if line.startswith("Preview at "):
+                url = line.split()[2]
+                break
+        assert url and url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "api/status", timeout=60) as res:
+            status = json.loads(res.read())
+        assert status["images"] == len(list((ROOT / "examples" / "images").rglob("*.png")))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

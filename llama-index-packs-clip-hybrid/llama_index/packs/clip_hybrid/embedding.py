@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import os
+import socket
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,10 @@ def import_clip() -> Any:
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         import clip
     return clip
+
+
+#: Seconds without data before a weights download is abandoned (the clip package sets none).
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 class ClipWeightsUnavailableError(RuntimeError):
@@ -184,6 +189,10 @@ class FastClipEmbedding(ClipEmbedding):
                 f"CLIP model {name!r} is neither a known name ({', '.join(known)}) nor an "
                 "existing checkpoint file; pass one of those names or a local checkpoint path."
             )
+        if not os.path.isfile(name):
+            logger.info("Loading CLIP %s (downloaded once to %s)", name, self.download_root)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # clip's urlopen has none: never hang
         try:
             model, preprocess = clip.load(
                 name, device=device, jit=False, download_root=self.download_root
@@ -193,8 +202,11 @@ class FastClipEmbedding(ClipEmbedding):
             raise ClipWeightsUnavailableError(
                 f"Could not {where} the CLIP weights for {name!r} ({type(exc).__name__}: "
                 f"{exc}); pass a local checkpoint path as the model (Python: "
-                "model_name='/path/to/ViT-B-32.pt', CLI: --clip-model PATH)."
+                "model_name='/path/to/ViT-B-32.pt', CLI: --clip-model PATH), or 'none' "
+                "for the caption-only mode without CLIP."
             ) from exc
+        finally:
+            socket.setdefaulttimeout(previous)
         dtype = self._pick_dtype(device)
         self._model = _cast_weights(model.float(), dtype).eval()
         self._preprocess = preprocess

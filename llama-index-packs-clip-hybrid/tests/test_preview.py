@@ -310,3 +310,21 @@ def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:
             browser.close()
     assert errors == []
     assert (tmp_path / "preview.png").stat().st_size > 10_000
+
+
+def test_projection_matches_pca_by_svd() -> None:
+    import numpy as np
+    from llama_index.packs.clip_hybrid.preview import Projection
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((500, 16)).astype(np.float32) * np.linspace(5, 0.5, 16)
+    projection = Projection.fit(data)
+    centered = data - data.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+    assert np.allclose(np.abs(projection.axes), np.abs(vt[:2]), atol=1e-3)
+    variance = singular**2 / (singular**2).sum()
+    assert projection.explained == pytest.approx(tuple(variance[:2]), abs=1e-4)
+    xy = projection.transform(data)
+    assert xy.shape == (500, 2)
+    assert np.allclose(np.abs(xy), np.abs(centered @ vt[:2].T), atol=1e-2)
+    assert projection.transform(data[0]).shape == (1, 2)

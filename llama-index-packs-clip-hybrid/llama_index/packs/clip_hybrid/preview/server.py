@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from llama_index.core.schema import QueryBundle
 from PIL import Image
 
 from ..embedding import ClipWeightsUnavailableError
@@ -230,6 +231,10 @@ class PreviewApp:
             out["branches"] = pack.last_branches
             out["terms"] = _terms(query) if isinstance(query, str) else []
         else:
+            if mode == "text":  # one CLIP forward for both the search and the map marker
+                vector = pack.embed_model.get_query_embedding(query)
+                out["query_point"] = self._project(vector)
+                query = QueryBundle(query_str=query, embedding=vector)
             hits, report = pack.search(query, mode=mode, similarity_top_k=top_k, keep_self_hit=keep)
             for dropped in report.dropped if report else []:
                 out["filtered"].append(
@@ -259,7 +264,8 @@ class PreviewApp:
                 item["caption"] = captions[hit.node.node_id]
             results.append(item)
         out["results"] = results
-        out["query_point"] = self._query_point(mode, query)
+        if "query_point" not in out:
+            out["query_point"] = self._query_point(mode, query)
         return out
 
     def _point(self, image_id: str) -> dict[str, Any]:
@@ -288,6 +294,11 @@ class PreviewApp:
             vector = model.get_image_embedding(str(query))
         else:
             vector = model.get_image_embedding(io.BytesIO(query))
+        return self._project(vector)
+
+    def _project(self, vector: Any) -> dict[str, float] | None:
+        if self._projection is None:
+            return None
         x, y = self._projection.transform(np.asarray(vector))[0]
         return {"x": round(float(x), 5), "y": round(float(y), 5)}
 
@@ -401,6 +412,7 @@ def serve(
 ) -> None:
     """Serve until interrupted; ``ready`` gets the URL once listening."""
     server = make_server(pack, host, port)
+    server.RequestHandlerClass.app.points()  # type: ignore[attr-defined]  # map ready first
     url = f"http://{host}:{server.server_address[1]}/"
     if ready is not None:
         ready(url)

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from llama_index.packs.clip_hybrid import ClipHybridPack, ClipWeightsUnavailableError
+    from llama_index.packs.clip_hybrid.hybrid import format_branches
 
     pack = ClipHybridPack(
         uri=args.db, clip_model=args.clip_model, similarity_top_k=args.top_k, show_progress=False
@@ -75,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if hybrid:
         print(f"\nhybrid  {HYBRID_QUERY!r}  (branches: {', '.join(pack.last_branches)})")
         for rank, hit in enumerate(hybrid, 1):
-            info = hit.node.metadata["hybrid"]
-            parts = ", ".join(
-                f"{name} #{b['rank']} {b['score']:.3f}" for name, b in info["branches"].items()
-            )
+            parts = format_branches(hit.node.metadata["hybrid"]["branches"], digits=3)
             print(
                 f"  {rank}. rrf {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}  ({parts})"
             )

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from llama_index.packs.clip_hybrid import OCRCaptioner
+from llama_index.packs.clip_hybrid.testing import require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,10 +42,11 @@ def test_demo_indexes_and_searches_by_text_and_image(tiny_clip_checkpoint, tmp_p
     assert query.endswith(".png")
     assert query not in image_section.split("\n", 1)[1]  # the self-hit is not listed ...
     assert re.search(r"filtered self-hit: score 1\.0000 \(matched by path\)", out)  # ... but shown
-    if OCRCaptioner.available():  # no API key here: offline OCR reads the in-image text
-        assert re.search(r"^Captions by ocr:rapidocr\S+: \d+ new, 0 cached, 0 failed", out, re.M)
-        assert "images/text_zh/text_zh_0.png: Text: 系统架构图" in out
-        assert "QUARTERLY" in out
+    # no API key here: offline OCR reads the in-image text
+    require(OCRCaptioner.available(), "rapidocr-onnxruntime (the ocr extra)")
+    assert re.search(r"^Captions by ocr:rapidocr\S+: \d+ new, 0 cached, 0 failed", out, re.M)
+    assert "images/text_zh/text_zh_0.png: Text: 系统架构图" in out
+    assert "QUARTERLY" in out
 
 
 def test_demo_rerun_reuses_the_index(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -53,8 +55,8 @@ def test_demo_rerun_reuses_the_index(tiny_clip_checkpoint, tmp_path) -> None:  #
     again = _demo(*args)
     n_images = len(list((ROOT / "examples" / "images").rglob("*.png")))
     assert f"Indexed 0 images ({n_images} unchanged, 0 skipped)" in again.stdout
-    if OCRCaptioner.available():
-        assert re.search(r"^Captions by \S+: 0 new, \d+ cached, 0 failed", again.stdout, re.M)
+    require(OCRCaptioner.available(), "rapidocr-onnxruntime (the ocr extra)")
+    assert re.search(r"^Captions by \S+: 0 new, \d+ cached, 0 failed", again.stdout, re.M)
 
 
 def test_demo_without_weights_says_so_in_one_sentence(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from llama_index.packs.clip_hybrid import ClipHybridPack, download_llama_pack
 
@@ -17,6 +19,8 @@ def test_copies_the_source_and_loads_the_class_from_the_copy(
     copy = tmp_path / "mine" / "clip_hybrid_pack"
     assert (copy / "pack.py").is_file() and (copy / "requirements.txt").is_file()
     assert Pack is not ClipHybridPack and Pack.__module__.startswith("clip_hybrid_pack_")
+    # The copy lives under its own module name: the installed package is untouched.
+    assert sys.modules["llama_index.packs.clip_hybrid.pack"].ClipHybridPack is ClipHybridPack
     assert Pack.__module__ + ".py" != ClipHybridPack.__module__
     # The copy works as the pack does.
     pack = Pack(uri=milvus_uri, embed_model=fast_clip, similarity_top_k=2)

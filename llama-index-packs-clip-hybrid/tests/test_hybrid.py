@@ -16,7 +16,7 @@ from llama_index.packs.clip_hybrid import ClipHybridPack, LLMCaptioner
 from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
 from llama_index.packs.clip_hybrid.bm25_tokens import tokenize
 from llama_index.packs.clip_hybrid.hybrid import HYBRID_METADATA_KEY, RRFFusionRetriever
-from llama_index.packs.clip_hybrid.testing import ApiStub
+from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table
 
 
 class _Fixed:
@@ -199,22 +199,9 @@ def _captions_by_file(image_dir: Path) -> dict[str, str]:
     return out
 
 
-def _stub_caption(table: dict[str, str]):
-    def caption(request) -> str:
-        if not request.image_urls:  # a text-only chat: an answer, not a caption
-            return "An answer from the stub."
-        answers = []
-        for url in request.image_urls:
-            data = base64.b64decode(url.split(",", 1)[1])
-            answers.append(table.get(hashlib.sha256(data).hexdigest(), "Unknown."))
-        return " | ".join(answers)
-
-    return caption
-
-
 @pytest.fixture
 def stub(image_dir):
-    with ApiStub(caption=_stub_caption(_captions_by_file(image_dir))) as server:
+    with ApiStub(caption=caption_table(_captions_by_file(image_dir))) as server:
         yield server
 
 

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 from llama_index.core.schema import ImageNode
 from llama_index.packs.clip_hybrid import CaptionImage, OCRCaptioner, VLMCaptionTransform
 from llama_index.packs.clip_hybrid.captioners import restore_spaces
-from llama_index.packs.clip_hybrid.testing import find_cjk_font
-
-
-def _require(available: bool, what: str) -> None:
-    """Skip on a developer machine without it; fail on CI, which must have it."""
-    if available:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing on CI; .ci/run installs it.")
-    pytest.skip(f"{what} is not installed")
+from llama_index.packs.clip_hybrid.testing import find_cjk_font, require
 
 
 @pytest.fixture(scope="module")
 def ocr() -> OCRCaptioner:
-    _require(OCRCaptioner.available(), "rapidocr-onnxruntime (the ocr extra)")
+    require(OCRCaptioner.available(), "rapidocr-onnxruntime (the ocr extra)")
     return OCRCaptioner()
 
 
@@ -43,7 +33,7 @@ def test_reads_english_text(ocr: OCRCaptioner, sample_images) -> None:
 
 
 def test_reads_chinese_text(ocr: OCRCaptioner, sample_images) -> None:
-    _require(find_cjk_font() is not None, "a CJK font (fonts-wqy-microhei)")
+    require(find_cjk_font() is not None, "a CJK font (fonts-wqy-microhei)")
     chinese = [s for s in sample_images if s.lang == "zh"]
     assert chinese
     for sample in chinese:

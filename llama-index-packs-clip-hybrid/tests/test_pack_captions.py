@@ -8,7 +8,7 @@ import pytest
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding, LLMCaptioner
 from llama_index.packs.clip_hybrid.caption_embedding import local_embedding_available
-from llama_index.packs.clip_hybrid.testing import ApiStub
+from llama_index.packs.clip_hybrid.testing import ApiStub, require
 
 KEY = "sk-test-pack-000000"
 
@@ -64,8 +64,7 @@ def test_dimension_comes_from_the_embed_model(milvus_uri, fast_clip, image_dir) 
 
 
 def test_offline_local_embedder_makes_384_dim_vectors(milvus_uri, fast_clip, image_dir) -> None:
-    if not local_embedding_available():
-        pytest.skip("the local extra is not installed")
+    require(local_embedding_available(), "the local extra (all-MiniLM-L6-v2)")
     with ApiStub() as stub:
         captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
         pack = _pack(milvus_uri, fast_clip, captioner=captioner, caption_embed="local")
@@ -161,8 +160,7 @@ def test_auto_caption_embedder_follows_the_collection(
 ) -> None:
     """Captions embedded offline stay searchable when a key appears later: 'auto' picks the
     model recorded with the collection, not text-embedding-3-small."""
-    if not local_embedding_available():
-        pytest.skip("the local extra is not installed")
+    require(local_embedding_available(), "the local extra (all-MiniLM-L6-v2)")
     from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
 
     with ApiStub() as stub:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -15,24 +16,22 @@ import pytest
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.packs.clip_hybrid import ClipHybridPack, LLMCaptioner
 from llama_index.packs.clip_hybrid.preview import make_server
-from llama_index.packs.clip_hybrid.testing import ApiStub
+from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table, require
 from PIL import Image
 
 PLANTED = "sk-planted-secret-0123456789"
 
 
 def _captioner(image_dir: Path):
-    table = {}
-    for path in image_dir.rglob("*.png"):
-        kind = path.parent.name
-        text = "Text: 系统架构图 API Gateway" if kind == "architecture" else f"A {kind} image."
-        table[hashlib.sha256(path.read_bytes()).hexdigest()] = text
-
-    def caption(request) -> str:
-        data = base64.b64decode(request.image_urls[0].split(",", 1)[1])
-        return table.get(hashlib.sha256(data).hexdigest(), "Unknown.")
-
-    return caption
+    table = {
+        hashlib.sha256(path.read_bytes()).hexdigest(): (
+            "Text: 系统架构图 API Gateway"
+            if path.parent.name == "architecture"
+            else f"A {path.parent.name} image."
+        )
+        for path in image_dir.rglob("*.png")
+    }
+    return caption_table(table)
 
 
 @pytest.fixture
@@ -225,22 +224,15 @@ def test_empty_index(milvus_uri, fast_clip) -> None:
 
 
 def _chromium() -> str:
-    """The system Chromium for Playwright: fail on CI when missing (it is installed by
-    .ci/run), skip on a developer machine without it."""
-    import os
+    """The system Chromium for Playwright (.ci/run installs it; required on CI)."""
+    import importlib.util
     import shutil
 
-    found = os.environ.get("CLIP_HYBRID_CHROMIUM") or shutil.which("chromium")
-    found = found or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api
-    except ImportError:
-        found = None
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("Chromium or playwright is missing on CI; .ci/run installs chromium.")
-    pytest.skip("no chromium (apt-get install chromium) or playwright")
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or ""
+    found = os.environ.get("CLIP_HYBRID_CHROMIUM", found)
+    require(bool(found), "chromium (apt-get install chromium)")
+    require(importlib.util.find_spec("playwright") is not None, "playwright")
+    return found
 
 
 def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:

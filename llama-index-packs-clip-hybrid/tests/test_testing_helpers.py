@@ -176,3 +176,15 @@ def test_dashscope_openai_compatible_mode(api_stub: ApiStub):  # type: ignore[no
     )
     assert reply.model == "qwen-vl-max"
     assert api_stub.requests[0].path == "/compatible-mode/v1/chat/completions"
+
+
+def test_require_skips_locally_and_fails_on_ci(monkeypatch) -> None:
+    from llama_index.packs.clip_hybrid.testing import require
+
+    require(True, "anything")  # present: nothing happens
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require(False, "a part")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="missing on CI"):
+        require(False, "a part")

@@ -319,7 +319,7 @@ def _run_search(args: argparse.Namespace, pack: Any, mode: str) -> int:
 
 
 def _run_hybrid(args: argparse.Namespace, pack: Any, query: Any) -> int:
-    from .hybrid import branch_table
+    from .hybrid import branch_table, format_branches
 
     hits = pack.retrieve(
         query, mode="hybrid", similarity_top_k=args.top_k, filters=_filters(args.filter)
@@ -344,9 +344,7 @@ def _run_hybrid(args: argparse.Namespace, pack: Any, query: Any) -> int:
         return 0
     print(f"branches: {', '.join(pack.last_branches)}")
     for row in rows:
-        parts = ", ".join(
-            f"{name} #{info['rank']} {info['score']:.4f}" for name, info in row["branches"].items()
-        )
+        parts = format_branches(row["branches"])
         print(f"{row['rank']:>3}. rrf {row['rrf']:.4f}  {row['path']}  ({parts})")
     if not rows:
         print("no results")

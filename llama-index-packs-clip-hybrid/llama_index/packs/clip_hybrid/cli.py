@@ -7,6 +7,7 @@ Exit codes: 0 success (also when some files were skipped and reported), 2 usage 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -113,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the preview page: the map, three search modes")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")
+    serve.add_argument(
+        "--projection",
+        choices=["pca", "umap"],
+        default="pca",
+        help="the map's 2D projection (umap needs the [umap] extra; default %(default)s)",
+    )
     _common(serve)
 
     evaluate = sub.add_parser("eval", help="score retrieval against a qrels JSONL file")
@@ -356,6 +363,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
+    if args.projection == "umap" and importlib.util.find_spec("umap") is None:
+        raise UsageError(
+            "--projection umap needs umap-learn: pip install 'llama-index-packs-clip-hybrid[umap]'"
+        )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"clip-hybrid: warning: serving on {args.host}: anyone who can reach it can "
@@ -368,6 +379,7 @@ def _serve(args: argparse.Namespace) -> int:
             pack,
             host=args.host,
             port=args.port,
+            projection=args.projection,
             ready=lambda url: print(f"Preview at {url} (Ctrl+C to stop)", flush=True),
         )
     except KeyboardInterrupt:

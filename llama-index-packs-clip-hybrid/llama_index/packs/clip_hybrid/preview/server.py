@@ -6,9 +6,9 @@ memory (never written to disk); errors are short JSON messages without secrets.
 
 Routes:
     GET  /                        the page
-    GET  /static/plotly.min.js    plotly.js from the installed plotly wheel (no CDN)
+    GET  /static/scatter.js       the page's WebGL map (shipped in the package; no CDN)
     GET  /api/status              counts, model, branches
-    GET  /api/points              every image on the 2D map (PCA of the image vectors)
+    GET  /api/points              every image on the 2D map (PCA, or UMAP, of the image vectors)
     GET  /api/image/<id>          a thumbnail of an indexed image
     POST /api/search              {mode, query | image_id | image_b64, top_k, keep_self_hit}
 """
@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..embedding import ClipWeightsUnavailableError
 from ..images import ImageLoadError, open_image
-from .projection import Projection
+from .projection import PROJECTIONS, Map2D, UmapProjection, fit_projection
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,16 @@ def _json(payload: Any, status: int = 200) -> Response:
 class PreviewApp:
     """The page's API over a pack; thread-safe (one search at a time, shared model)."""
 
-    def __init__(self, pack: Any) -> None:
+    def __init__(self, pack: Any, projection: str = "pca") -> None:
+        if projection not in PROJECTIONS:
+            choices = ", ".join(PROJECTIONS)
+            raise ValueError(f"projection must be one of {choices}, not {projection!r}")
         self.pack = pack
+        self.projection = projection
         self._lock = threading.RLock()
-        self._projection: Projection | None = None
+        self._projection: Map2D | None = None
         self._points: list[dict[str, Any]] = []
+        self._by_id: dict[str, dict[str, Any]] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._projected_count = -1
 
@@ -84,8 +89,8 @@ class PreviewApp:
             route = path.split("?", 1)[0]
             if method == "GET" and route in ("/", "/index.html"):
                 return self._page()
-            if method == "GET" and route == "/static/plotly.min.js":
-                return self._plotly()
+            if method == "GET" and route in _STATIC:
+                return self._static(route)
             if method == "GET" and route == "/api/status":
                 return _json(self.status())
             if method == "GET" and route == "/api/points":
@@ -125,9 +130,11 @@ class PreviewApp:
         with self._lock:
             self._refresh_projection()
             projection = self._projection
+        explained = projection.explained if projection else (0.0, 0.0)
         return {
             "points": self._points,
-            "explained": list(projection.explained) if projection else [0.0, 0.0],
+            "projection": projection.method if projection else self.projection,
+            "explained": list(explained) if explained is not None else None,
         }
 
     def _refresh_projection(self) -> None:
@@ -147,14 +154,19 @@ class PreviewApp:
             )
         if vectors:
             matrix = np.stack(vectors)
-            self._projection = Projection.fit(matrix)
-            xy = self._projection.transform(matrix)
+            self._projection = fit_projection(matrix, self.projection)
+            xy = (
+                self._projection.embedding
+                if isinstance(self._projection, UmapProjection)
+                else self._projection.transform(matrix)
+            )
             for point, (x, y) in zip(points, xy, strict=True):
                 point["x"], point["y"] = round(float(x), 5), round(float(y), 5)
             self._vectors = dict(zip(ids, vectors, strict=True))
         else:
             self._projection, self._vectors = None, {}
         self._points = points
+        self._by_id = {p["id"]: p for p in points}
         self._projected_count = count
 
     def _thumbnail(self, image_id: str) -> Response:
@@ -269,12 +281,10 @@ class PreviewApp:
         return out
 
     def _point(self, image_id: str) -> dict[str, Any]:
-        for point in self._points_by_id().get(image_id, ()):
-            return {"name": point["name"], "x": point.get("x"), "y": point.get("y")}
-        return {"name": image_id, "x": None, "y": None}
-
-    def _points_by_id(self) -> dict[str, list[dict[str, Any]]]:
-        return {p["id"]: [p] for p in self._points}
+        point = self._by_id.get(image_id)
+        if point is None:
+            return {"name": image_id, "x": None, "y": None}
+        return {"name": point["name"], "x": point.get("x"), "y": point.get("y")}
 
     def _captions(self, ids: list[str]) -> dict[str, str]:
         store = self.pack.caption_store
@@ -308,12 +318,13 @@ class PreviewApp:
         html = resources.files(__package__).joinpath("static/index.html").read_bytes()
         return Response(200, html, "text/html; charset=utf-8")
 
-    def _plotly(self) -> Response:
-        try:
-            data = resources.files("plotly").joinpath("package_data/plotly.min.js").read_bytes()
-        except (ModuleNotFoundError, FileNotFoundError) as exc:
-            raise ApiError(404, "plotly is not installed") from exc
-        return Response(200, data, "text/javascript; charset=utf-8", "public, max-age=86400")
+    def _static(self, route: str) -> Response:
+        name, content_type = _STATIC[route]  # a fixed table: no client path reaches the disk
+        data = resources.files(__package__).joinpath(f"static/{name}").read_bytes()
+        return Response(200, data, content_type, "no-cache")
+
+
+_STATIC = {"/static/scatter.js": ("scatter.js", "text/javascript; charset=utf-8")}
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -395,9 +406,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(response.body)
 
 
-def make_server(pack: Any, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+def make_server(
+    pack: Any, host: str = "127.0.0.1", port: int = 8000, projection: str = "pca"
+) -> ThreadingHTTPServer:
     """A threaded HTTP server for the page (not started); ``port=0`` picks a free one."""
-    app = PreviewApp(pack)
+    app = PreviewApp(pack, projection=projection)
     handler = type("PreviewHandler", (_Handler,), {"app": app})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
@@ -409,9 +422,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     ready: Callable[[str], None] | None = None,
+    projection: str = "pca",
 ) -> None:
     """Serve until interrupted; ``ready`` gets the URL once listening."""
-    server = make_server(pack, host, port)
+    server = make_server(pack, host, port, projection=projection)
     server.RequestHandlerClass.app.points()  # type: ignore[attr-defined]  # map ready first
     url = f"http://{host}:{server.server_address[1]}/"
     if ready is not None:

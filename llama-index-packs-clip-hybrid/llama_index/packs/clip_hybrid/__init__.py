@@ -24,7 +24,7 @@ from .images import ImageLoadError, discover_images, open_image
 from .ingest import ImageIngestor, IngestFailure, IngestReport, image_node_id
 from .pack import ClipHybridPack
 from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
-from .store import CollectionMismatchError, ImageStore
+from .store import CollectionMismatchError, DatabaseBusyError, ImageStore
 
 __all__ = [
     "DEFAULT_CAPTION_PROMPT",
@@ -42,6 +42,7 @@ __all__ = [
     "ClipTextToImageRetriever",
     "ClipWeightsUnavailableError",
     "CollectionMismatchError",
+    "DatabaseBusyError",
     "FastClipEmbedding",
     "ImageIngestor",
     "ImageLoadError",

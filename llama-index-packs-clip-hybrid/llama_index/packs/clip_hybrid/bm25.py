@@ -132,6 +132,9 @@ class CaptionBM25Index:
         """The index persisted at ``path``; None when there is none or it was built with
         other tokenizer settings (then rebuild it)."""
         folder = Path(path)
+        previous = folder.with_name(folder.name + ".old")
+        if not folder.exists() and previous.exists():
+            folder = previous  # a crash between persist()'s two renames: the last good one
         try:
             settings = json.loads((folder / SETTINGS_FILE).read_text())
         except (OSError, ValueError):

@@ -15,6 +15,9 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 )
 
+#: Vector images: found in folders so that each is reported (CLIP needs pixels), not indexed.
+VECTOR_SUFFIXES = frozenset({".svg", ".svgz"})
+
 #: Images above this many pixels are refused as likely decompression bombs (PIL's own
 #: limit is ~179M and only warns below it). 12000 x 9000 = 108M passes.
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -58,7 +61,8 @@ def discover_images(
 
     In folders, a file is taken when its suffix is an image suffix or its first bytes are
     an image's magic number (so ``scan0001`` without a suffix is found); hidden files and
-    folders are skipped and symlinked folders are not followed (no loops). A path given
+    folders are skipped and symlinked folders are not followed (no loops). SVG files are
+    yielded too, so that each is reported as unsupported rather than silently left out. A path given
     explicitly is always yielded, so that a bad one is reported rather than ignored.
     """
     seen: set[str] = set()
@@ -82,7 +86,8 @@ def discover_images(
                 if name.startswith("."):
                     continue
                 path = Path(folder, name).absolute()
-                if path.suffix.lower() in IMAGE_SUFFIXES or sniff_image(path):
+                suffix = path.suffix.lower()
+                if suffix in IMAGE_SUFFIXES or suffix in VECTOR_SUFFIXES or sniff_image(path):
                     yield from once(path)
 
 
@@ -111,7 +116,8 @@ def open_image(
         raise ImageLoadError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns from 89M pixels; our own max_pixels decides (12000 x 9000 is fine).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
             width, height = img.size
             if width * height > max_pixels:
@@ -124,6 +130,10 @@ def open_image(
     except ImageLoadError:
         raise
     except UnidentifiedImageError as exc:
+        if Path(path).suffix.lower() in VECTOR_SUFFIXES:
+            raise ImageLoadError(
+                path, "SVG (vector) images are not supported; export it as PNG to index it"
+            ) from exc
         raise ImageLoadError(path, "not an image (format not recognised)") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(path, f"decompression bomb ({exc})") from exc

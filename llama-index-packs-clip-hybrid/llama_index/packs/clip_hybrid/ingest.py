@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import sys
 import time
 import uuid
@@ -27,7 +28,7 @@ from .embedding import FastClipEmbedding
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, discover_images, file_sha256, to_rgb
 from .images import open_image as _open_image
 from .no_clip import PLACEHOLDER, NoClipEmbedding
-from .store import BUILTIN_FIELDS, ImageStore
+from .store import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
 
 if TYPE_CHECKING:
     from .caption_transform import CaptionReport
@@ -52,6 +53,22 @@ def image_node_id(path: str | os.PathLike[str]) -> str:
 
 def bytes_node_id(digest: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"sha256:{digest}"))
+
+
+def printable_path(path: str | os.PathLike[str]) -> str:
+    """A path as valid text: undecodable bytes of a file name become ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unstorable_path(path: str) -> str | None:
+    """Why this path cannot be a row (Milvus keeps paths as UTF-8 text), or None."""
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8; rename the file to index it"
+    if size > MAX_PATH_BYTES:
+        return f"the path is longer than {MAX_PATH_BYTES} bytes; move the file to a shorter path"
+    return None
 
 
 @dataclass(frozen=True)
@@ -225,14 +242,21 @@ class ImageIngestor:
                 )
         for path in discover_images(paths, recursive=recursive):
             report.seen += 1
+            problem = _unstorable_path(str(path))
+            if problem:
+                report.failed.append(IngestFailure(printable_path(path), problem))
+                continue
             yield _Item(id=image_node_id(path), path=str(path))
 
     def _from_node(self, node: ImageNode | ImageDocument, report: IngestReport) -> _Item | None:
         metadata = {k: v for k, v in node.metadata.items() if _storable(v)}
         path = node.image_path or node.metadata.get("file_path")
         if path:
-            item = _Item(id=image_node_id(path), path=os.path.abspath(path), metadata=metadata)
-            return item
+            problem = _unstorable_path(os.path.abspath(path))
+            if problem:
+                report.failed.append(IngestFailure(printable_path(path), problem))
+                return None
+            return _Item(id=image_node_id(path), path=os.path.abspath(path), metadata=metadata)
         if node.image:
             try:
                 data = base64.b64decode(node.image, validate=False)
@@ -257,6 +281,9 @@ class ImageIngestor:
                     item.size = len(item.data)
                 else:
                     st = os.stat(item.path)
+                    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
+                        report.failed.append(IngestFailure(item.path, "not a regular file"))
+                        continue
                     item.size, item.mtime = st.st_size, st.st_mtime
                     item.sha256 = file_sha256(item.path)
                 ready.append(item)

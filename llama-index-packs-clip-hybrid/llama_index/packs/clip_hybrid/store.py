@@ -15,7 +15,8 @@ MODEL_PROPERTY = "clip_hybrid.embed_model"
 
 #: Fixed fields; anything else a user puts in metadata goes to Milvus' dynamic field.
 BUILTIN_FIELDS = ("path", "sha256", "folder", "category", "width", "height", "size", "mtime")
-_MAX_PATH = 4096
+MAX_PATH_BYTES = 4096  # the path and folder fields' VARCHAR length
+_MAX_PATH = MAX_PATH_BYTES
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,45 @@ class CollectionMismatchError(ValueError):
 
 def is_local_uri(uri: str) -> bool:
     return "://" not in uri
+
+
+class DatabaseBusyError(RuntimeError):
+    """A Milvus Lite database that another process has open."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        super().__init__(
+            f"The Milvus Lite database {uri} is open in another process (Milvus Lite allows "
+            "one process per database). Stop that process (a running `clip-hybrid serve` or "
+            "a notebook, for example), or run a Milvus server and use uri='http://host:19530' "
+            "to share one index between processes."
+        )
+
+
+def lite_database_is_locked(uri: str) -> bool:
+    """True when another process holds Milvus Lite's lock on this database.
+
+    pymilvus turns milvus-lite's ``DataDirLockedError`` into a bare "Open local milvus
+    failed" (pymilvus 2.6 connection_manager), so we ask the lock ourselves: milvus-lite
+    holds an exclusive ``flock`` on ``<uri>/LOCK`` while the database is open.
+    """
+    lock = os.path.join(os.path.abspath(uri), "LOCK")
+    if not os.path.isfile(lock):
+        return False
+    try:
+        import fcntl
+    except ImportError:  # Windows: milvus-lite locks with msvcrt; we cannot tell
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 class ImageStore:
@@ -108,7 +148,12 @@ class ImageStore:
                         parent = os.path.dirname(os.path.abspath(self.uri))
                         os.makedirs(parent, exist_ok=True)
                         _quiet_lite_noise()
-                    self._client = MilvusClient(uri=self.uri, token=self._token or "")
+                    try:
+                        self._client = MilvusClient(uri=self.uri, token=self._token or "")
+                    except Exception as exc:
+                        if is_local_uri(self.uri) and lite_database_is_locked(self.uri):
+                            raise DatabaseBusyError(self.uri) from exc
+                        raise
         return self._client
 
     def exists(self) -> bool:

@@ -1,0 +1,190 @@
+"""Hardening: a hostile corpus, odd queries, a locked database, a full disk.
+
+Every bad input here is built by the test (nothing checked in); each one must end as a
+named failure in the report, never as a traceback, and never at the cost of a good image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from llama_index.packs.clip_hybrid import ClipHybridPack, DatabaseBusyError
+from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
+from llama_index.packs.clip_hybrid.testing.bad_images import make_odd_images
+from PIL import Image
+
+
+def _hostile_corpus(root: Path) -> tuple[dict[str, str], set[str]]:
+    """Files under ``root``: {name: a word its failure reason must contain}, good names."""
+    odd = make_odd_images(root / "odd")
+    bad = {i.path.name: i.expect_failure for i in odd if i.expect_failure}
+    good = {i.path.name for i in odd if not i.expect_failure}
+    extra = root / "extra"
+    extra.mkdir()
+
+    def image(name: str | bytes, color: tuple[int, int, int], fmt: str = "PNG") -> None:
+        target = os.path.join(os.fsencode(extra), os.fsencode(name))
+        Image.new("RGB", (80, 60), color).save(target, format=fmt)
+
+    image("png_named.jpg", (250, 0, 0))  # wrong extension, right content
+    image("jpeg_named.png", (0, 250, 0), "JPEG")
+    image("no_suffix_scan", (0, 0, 250))  # found by its magic bytes
+    image("长" * 80 + ".png", (250, 250, 0))  # a 244-byte name
+    image("twin_a.png", (7, 7, 7))
+    shutil.copyfile(extra / "twin_a.png", extra / "twin_b.png")  # duplicate bytes
+    good |= {"png_named.jpg", "jpeg_named.png", "no_suffix_scan", "长" * 80 + ".png"}
+    good |= {"twin_a.png", "twin_b.png"}
+    # 12000 x 9000: valid, huge; indexed (decoded once, shrunk before the model)
+    Image.new("RGB", (12_000, 9_000), (30, 60, 90)).save(extra / "huge.jpg", quality=50)
+    good.add("huge.jpg")
+
+    image(b"caf\xe9.png", (1, 2, 3))  # a Latin-1 file name: not valid UTF-8
+    bad["caf\\xe9.png"] = "not valid UTF-8"
+    (extra / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    bad["logo.svg"] = "SVG"
+    os.mkfifo(extra / "pipe.png")  # reading it would block forever
+    bad["pipe.png"] = "not a regular file"
+    os.symlink(extra / "nowhere.png", extra / "dangling.png")
+    bad["dangling.png"] = "cannot read file"
+    os.symlink(extra, extra / "loop")  # a folder symlink loop: not followed
+    locked = extra / "locked.png"
+    Image.new("RGB", (80, 60), (9, 9, 9)).save(locked)
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway
+        good.add("locked.png")
+    else:
+        bad["locked.png"] = "permission denied"
+    return bad, good
+
+
+def test_hostile_corpus_ingests_every_good_image_and_names_every_bad_one(
+    pack, tmp_path, caplog
+) -> None:
+    bad, good = _hostile_corpus(tmp_path / "corpus")
+    with caplog.at_level(logging.DEBUG):
+        report = pack.ingest(tmp_path / "corpus")
+    failures = [(Path(f.path).name, f.reason) for f in report.failed]
+    assert sorted(name for name, _ in failures) == sorted(bad)  # each bad file once
+    for name, reason in failures:
+        assert bad[name] in reason, (name, reason)
+    indexed = {Path(row["path"]).name for row in pack.store.iter_rows(["path"])}
+    assert indexed == good
+    assert report.indexed == len(good)
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+    huge = next(r for r in pack.store.iter_rows(["path", "width", "height"]) if "huge" in r["path"])
+    assert (huge["width"], huge["height"]) == (12_000, 9_000)
+    # the report is JSON-safe text, the undecodable name included
+    assert all(f.path.encode("utf-8") for f in report.failed)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["x" * 10_000, "🐱🚀 ✨", "系统架构图", "مرحبا بالعالم", "שלום עולם", "a\u200bb\u0000c"],
+)
+def test_odd_text_queries_give_results(pack, image_dir, query) -> None:
+    pack.ingest(image_dir)
+    hits, _ = pack.search(query, mode="text", similarity_top_k=3)
+    assert len(hits) == 3 and all(-1.0 <= h.score <= 1.0 for h in hits)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_empty_queries_are_a_clear_error(pack, image_dir, query) -> None:
+    pack.ingest(image_dir)
+    with pytest.raises(ValueError, match="query is empty"):
+        pack.search(query, mode="text")
+
+
+def test_an_image_query_that_is_not_an_image_is_a_clear_error(pack, image_dir, tmp_path) -> None:
+    pack.ingest(image_dir)
+    page = tmp_path / "page.jpg"
+    page.write_text("<html>not an image</html>")
+    for query in (page, page.read_bytes()):
+        with pytest.raises(ValueError, match=r"Query image .* cannot be read as an image"):
+            pack.search(query, mode="image")
+    with pytest.raises(FileNotFoundError, match=r"missing\.png does not exist"):
+        pack.search(tmp_path / "missing.png", mode="image")
+
+
+def test_a_database_open_in_another_process_is_named(
+    milvus_uri, tiny_clip_checkpoint, image_dir
+) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys
+                from llama_index.packs.clip_hybrid import ClipHybridPack
+                pack = ClipHybridPack(uri={milvus_uri!r}, clip_model={str(tiny_clip_checkpoint)!r},
+                                      captioner="none", show_progress=False)
+                pack.ingest({str(image_dir)!r})
+                print("open", flush=True)
+                sys.stdin.read()  # hold the database until the test closes stdin
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        second = ClipHybridPack(uri=milvus_uri, clip_model=str(tiny_clip_checkpoint))
+        with pytest.raises(DatabaseBusyError, match="open in another process") as info:
+            second.store.count()
+        assert milvus_uri in str(info.value) and "http://" in str(info.value)
+    finally:
+        holder.communicate("", timeout=120)
+    assert holder.returncode == 0
+    # released: the data is intact and opens here now
+    reopened = ClipHybridPack(uri=milvus_uri, clip_model=str(tiny_clip_checkpoint))
+    assert reopened.store.count() == len(list(image_dir.rglob("*.png")))
+    reopened.store.close()
+
+
+def _captions(n: int) -> list[CaptionText]:
+    return [
+        CaptionText(f"img{i}", f"caption {i} 系统架构图 word{i} other{i * 7}", str(i))
+        for i in range(n)
+    ]
+
+
+def test_a_full_disk_while_persisting_bm25_keeps_the_previous_index(tmp_path) -> None:
+    target = tmp_path / "bm25"
+    CaptionBM25Index.build(_captions(5)).persist(target)
+    before = sorted(p.name for p in target.iterdir())
+    limit = max(p.stat().st_size for p in target.iterdir()) + 16
+    bigger = CaptionBM25Index.build(_captions(3000))
+    # The kernel refuses writes past RLIMIT_FSIZE (EFBIG), as a full disk would (ENOSPC).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        with pytest.raises(OSError):
+            bigger.persist(target)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bm25"]  # no staging left behind
+    loaded = CaptionBM25Index.load(target)
+    assert loaded is not None and len(loaded.stamps) == 5
+    assert loaded.search("word3", 3)[0][0] == "img3"
+
+
+def test_a_crash_between_the_renames_loads_the_last_good_index(tmp_path) -> None:
+    target = tmp_path / "bm25"
+    CaptionBM25Index.build(_captions(5)).persist(target)
+    target.rename(tmp_path / "bm25.old")  # what persist() leaves if killed mid-swap
+    loaded = CaptionBM25Index.load(target)
+    assert loaded is not None and loaded.search("word2", 3)[0][0] == "img2"

@@ -188,3 +188,157 @@ def test_a_crash_between_the_renames_loads_the_last_good_index(tmp_path) -> None
     target.rename(tmp_path / "bm25.old")  # what persist() leaves if killed mid-swap
     loaded = CaptionBM25Index.load(target)
     assert loaded is not None and loaded.search("word2", 3)[0][0] == "img2"
+
+
+# -- SIGKILL at random points ---------------------------------------------------------------
+
+_INGEST = """
+import sys
+from llama_index.packs.clip_hybrid import ClipHybridPack
+uri, checkpoint, images = sys.argv[1:4]
+pack = ClipHybridPack(uri=uri, clip_model=checkpoint, precision="fp32", batch_size=4,
+                      captioner="auto", caption_embed="auto", caption_concurrency=2,
+                      show_progress=False)
+print("start", flush=True)
+report = pack.ingest(images)
+assert not report.failed and not report.captions.failed, report.to_dict()
+print("done", flush=True)
+"""
+
+
+def _snapshot(uri: str, checkpoint: str) -> dict[str, dict[str, tuple]]:
+    import numpy as np
+
+    pack = ClipHybridPack(uri=uri, clip_model=checkpoint, captioner="none")
+    try:
+        images = [
+            (r["id"], r["sha256"], r["vector"]) for r in pack.store.iter_rows(["sha256", "vector"])
+        ]
+        captions = [
+            (r["id"], r["text"], r["vector"])
+            for r in pack.caption_store.iter_rows(["text", "vector"])
+        ]
+        bm25 = pack.bm25_index()
+        assert len({i for i, *_ in images}) == len(images)  # no duplicate rows
+        assert len({i for i, *_ in captions}) == len(captions)
+        return {
+            "images": {i: (sha, np.round(np.asarray(v), 4).tolist()) for i, sha, v in images},
+            "captions": {i: (t, np.round(np.asarray(v), 4).tolist()) for i, t, v in captions},
+            "bm25": {i: () for i in (bm25.stamps if bm25 else {})},
+        }
+    finally:
+        pack.store.close()
+
+
+def test_killed_ten_times_at_random_points_ends_equal_to_one_clean_run(
+    image_dir, tiny_clip_checkpoint, tmp_path, monkeypatch
+) -> None:
+    import random
+    import time
+
+    import numpy as np
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    rng = np.random.default_rng(3)
+    for i in range(30):  # noise images: decoding and captioning take real time
+        pixels = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"noise_{i:02d}.png")
+    total = len(list(image_dir.rglob("*.png")))
+    checkpoint = str(tiny_clip_checkpoint)
+
+    def run(uri: str, kill_after: float | None) -> int:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _INGEST, uri, checkpoint, str(image_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": base_url},
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "start"
+        if kill_after is not None:
+            time.sleep(kill_after)
+            child.send_signal(signal.SIGKILL)
+        _, err = child.communicate(timeout=300)
+        assert child.returncode in (0, -9), err[-3000:]
+        return child.returncode
+
+    with ApiStub(latency=0.03) as stub:
+        base_url = stub.openai_base_url
+        monkeypatch.delenv("CLIP_HYBRID_CAPTIONER", raising=False)
+        clean = str(tmp_path / "clean.db")
+        assert run(clean, None) == 0
+        killed_uri = str(tmp_path / "killed.db")
+        chance = random.Random(11)
+        outcomes = [run(killed_uri, chance.uniform(0.0, 4.0)) for _ in range(10)]
+        assert run(killed_uri, None) == 0
+    assert outcomes.count(-9) >= 5, outcomes  # most runs really were killed mid-way
+    expected = _snapshot(clean, checkpoint)
+    got = _snapshot(killed_uri, checkpoint)
+    assert len(expected["images"]) == len(expected["captions"]) == total
+    assert got["images"].keys() == expected["images"].keys()
+    assert got["captions"] == expected["captions"]
+    assert got["bm25"] == expected["bm25"]
+    for image_id, (sha, vector) in expected["images"].items():
+        assert got["images"][image_id][0] == sha
+        assert np.allclose(got["images"][image_id][1], vector, atol=1e-3)
+
+
+def _rle_bmp(width: int, height: int, bits: int, compression: int) -> bytes:
+    """A BMP header claiming ``width x height`` RLE pixels, with 16 bytes of data."""
+    import struct
+
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, compression, 0, 2835, 2835, 0, 0)
+    palette = b"\x00\x00\x00\x00" * (2**bits if bits <= 8 else 0)
+    data = b"\x00\x01" * 8
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + palette + data
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ((3_473_664, 16, 24, 2), "corrupt BMP (RLE compression on a RGB image)"),  # the fuzz find
+        ((20_000, 2_000, 8, 1), "too slow to decode"),
+    ],
+)
+def test_rle_bmps_that_would_take_seconds_to_decode_are_refused_from_the_header(
+    tmp_path, header, reason
+) -> None:
+    from llama_index.packs.clip_hybrid import ImageLoadError
+    from llama_index.packs.clip_hybrid.images import open_image
+
+    path = tmp_path / "slow.bmp"
+    path.write_bytes(_rle_bmp(*header))
+    with pytest.raises(ImageLoadError) as info:  # refused from the header, before decoding
+        open_image(path)
+    assert reason in info.value.reason
+
+
+def _tiff_with_a_float_strip_offset() -> bytes:
+    """A 4x4 TIFF whose StripOffsets tag is typed FLOAT (the fuzzer's find): Pillow 13
+    raises TypeError from ImageFile.load instead of one of its usual errors."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    (entries,) = struct.unpack_from("<H", data, ifd)
+    for i in range(entries):
+        at = ifd + 2 + 12 * i
+        tag, _, count = struct.unpack_from("<HHI", data, at)
+        if tag == 273:
+            offset = struct.unpack_from("<I", data, at + 8)[0]
+            struct.pack_into("<HHIf", data, at, tag, 11, count, float(offset))
+    return bytes(data)
+
+
+def test_a_hostile_tiff_is_a_named_failure_not_a_crash(pack, image_dir) -> None:
+    (image_dir / "float_offset.tif").write_bytes(_tiff_with_a_float_strip_offset())
+    report = pack.ingest(image_dir)
+    (failure,) = report.failed
+    assert (
+        failure.path.endswith("float_offset.tif") and "corrupt image (TypeError" in failure.reason
+    )
+    assert report.indexed == len(list(image_dir.rglob("*.png")))

@@ -91,7 +91,7 @@ def fuzz(args: argparse.Namespace) -> None:
     open_image = images.open_image
 
     # PIL warns about corrupt EXIF and the like on most mutants: noise, never a finding
-    # (open_image still turns DecompressionBombWarning into an error inside its own filter).
+    # (open_image enforces its own max_pixels; it does not rely on PIL's bomb warning).
     warnings.simplefilter("ignore")
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     scratch = tempfile.TemporaryDirectory(prefix="fuzz-images-")

@@ -294,13 +294,21 @@ def test_in_an_ingestion_pipeline_with_every_kind_of_image_node(tmp_path: Path) 
             transform = _transform(stub, tmp_path)
             pipeline = IngestionPipeline(transformations=[transform])
             out = pipeline.run(nodes=[text, own, inline, remote])
-            assert len(stub.requests) == 3
+            assert len(stub.requests) == 2
+            # URLs are fetched only when allowed, and never from loopback (SSRF)
+            (refused,) = transform.last_report.failed
+            assert "image_url is not fetched unless allowed" in refused.reason
+            allowed = _transform(stub, tmp_path, allow_image_urls=True)
+            allowed([remote])
+            (refused,) = allowed.last_report.failed
+            assert "loopback, private or reserved" in refused.reason
+            assert len(stub.requests) == 2
     finally:
         server.shutdown()
     captions = _captions(out)
-    assert len(captions) == 3 and text in out
+    assert len(captions) == 2 and text in out
     by_image = {c.metadata["image_id"]: c for c in captions}
-    assert set(by_image) == {own.node_id, inline.node_id, remote.node_id}
+    assert set(by_image) == {own.node_id, inline.node_id}
     own_caption = by_image[own.node_id]
     assert own_caption.relationships[NodeRelationship.SOURCE].node_id == own.node_id
     assert own_caption.metadata["image_path"] == str(path)

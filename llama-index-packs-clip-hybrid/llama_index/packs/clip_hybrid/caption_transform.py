@@ -25,7 +25,6 @@ import logging
 import os
 import random
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,6 +54,7 @@ from .captioners import (
     classify_error,
 )
 from .images import file_sha256
+from .safe_fetch import UrlRefusedError, fetch_public_url
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +225,9 @@ class VLMCaptionTransform(TransformComponent):
         image_text: ``keep`` (default) leaves image nodes' text alone; ``fill_empty``
             puts the caption into image nodes that have no text; ``replace`` always does.
         include_images: Return the image nodes too (default) or only the caption nodes.
+        allow_image_urls: Fetch nodes' ``image_url`` (off by default: a URL from a
+            document could point into the user's network). Even when allowed, only public
+            addresses are fetched (see :mod:`.safe_fetch`).
     """
 
     captioner: Any = Field(description="The Captioner in use.")
@@ -237,6 +240,7 @@ class VLMCaptionTransform(TransformComponent):
     cache_path: str | None = Field(default=None)
     image_text: ImageText = Field(default="keep")
     include_images: bool = Field(default=True)
+    allow_image_urls: bool = Field(default=False)
 
     _cache: CaptionCache | None = PrivateAttr(default=None)
     _last_report: CaptionReport | None = PrivateAttr(default=None)
@@ -280,7 +284,7 @@ class VLMCaptionTransform(TransformComponent):
             if not isinstance(node, (ImageNode, ImageDocument)):
                 continue
             try:
-                image = await asyncio.to_thread(_image_of, node)
+                image = await asyncio.to_thread(_image_of, node, self.allow_image_urls)
             except CaptionError as exc:
                 report.failed.append(CaptionFailure(node.node_id, _path_of(node), exc.reason))
                 continue
@@ -470,7 +474,7 @@ def _path_of(node: ImageNode | ImageDocument) -> str:
     return str(node.image_path or node.metadata.get("file_path") or "")
 
 
-def _image_of(node: ImageNode | ImageDocument) -> CaptionImage:
+def _image_of(node: ImageNode | ImageDocument, allow_urls: bool = False) -> CaptionImage:
     """A CaptionImage for a node: its file (hashed now, read later), bytes, or URL."""
     path = _path_of(node)
     if path:
@@ -485,6 +489,11 @@ def _image_of(node: ImageNode | ImageDocument) -> CaptionImage:
             raise CaptionError("image field is not base64") from exc
         return CaptionImage.from_bytes(node.node_id, data)
     if node.image_url:
+        if not allow_urls:
+            raise CaptionError(
+                "image_url is not fetched unless allowed: download the image and pass its "
+                "path, or use allow_image_urls=True (public addresses only)"
+            )
         return CaptionImage.from_bytes(node.node_id, _download(str(node.image_url)))
     raise CaptionError("node has no image_path, image or image_url")
 
@@ -502,13 +511,9 @@ def _load(image: CaptionImage) -> CaptionImage:
 
 
 def _download(url: str) -> bytes:
-    if not url.startswith(("http://", "https://")):
-        raise CaptionError(f"image_url scheme not supported: {url[:40]}")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data = response.read(MAX_DOWNLOAD_BYTES + 1)
+        return fetch_public_url(url, max_bytes=MAX_DOWNLOAD_BYTES, timeout=30)
+    except UrlRefusedError as exc:
+        raise CaptionError(f"image_url refused: {exc}") from exc
     except Exception as exc:
         raise CaptionError(f"cannot download image_url ({type(exc).__name__}: {exc})") from exc
-    if len(data) > MAX_DOWNLOAD_BYTES:
-        raise CaptionError(f"image_url is larger than {MAX_DOWNLOAD_BYTES // 2**20} MB")
-    return data

@@ -1,0 +1,117 @@
+"""Fetching an image URL without becoming a proxy into the user's network (SSRF).
+
+Image URLs are fetched only when a user allows it (``allow_image_urls=True``), and then
+never from loopback, private, link-local (cloud metadata at 169.254.169.254), shared,
+multicast or reserved addresses. The check is made on the address each connection actually
+uses (the host is resolved once, checked, and that address is dialled), so a redirect or a
+DNS answer that changes between check and connect cannot reach an internal service.
+Environment proxies are ignored: a proxy would be the host we connect to.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+
+class UrlRefusedError(ValueError):
+    """A URL that may not be fetched; the message says why."""
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _guarded_connection(allow: Callable[[str], bool]) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` that dials only addresses ``allow`` accepts."""
+
+    def connect(
+        address: tuple[str, int], timeout: Any = None, source_address: Any = None
+    ) -> socket.socket:
+        host, port = address
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise UrlRefusedError(f"cannot resolve {host}: {exc}") from exc
+        for *_, sockaddr in infos:
+            if not allow(str(sockaddr[0])):
+                raise UrlRefusedError(
+                    f"{host} resolves to {sockaddr[0]}, a loopback, private or reserved "
+                    "address; image URLs may only point to the public internet"
+                )
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in infos:  # the checked addresses, no new lookup
+            sock = socket.socket(family, kind, proto)
+            try:
+                if isinstance(timeout, (int, float)):
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error or OSError(f"cannot connect to {host}")
+
+    return connect
+
+
+def _opener(allow: Callable[[str], bool]) -> urllib.request.OpenerDirector:
+    """urllib with every connection (redirects included) dialled through the check."""
+    connect = _guarded_connection(allow)
+
+    # http.client sets ``self._create_connection = socket.create_connection`` in __init__;
+    # ours replaces it per connection (https too: it wraps the socket this returns).
+    class HttpConnection(http.client.HTTPConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = connect
+
+    class HttpsConnection(http.client.HTTPSConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = connect
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(HttpConnection, req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(HttpsConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+    # No proxies from the environment: the proxy would be the host we connect to.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), Http, Https)
+
+
+def fetch_public_url(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float = 30.0,
+    allow: Callable[[str], bool] = is_public_address,
+) -> bytes:
+    """The body of ``url`` (http or https, at most ``max_bytes``), fetched only from
+    addresses ``allow`` accepts (public ones by default)."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise UrlRefusedError(f"only http and https image URLs are fetched, not {url[:40]!r}")
+    try:
+        with _opener(allow).open(url, timeout=timeout) as response:
+            data: bytes = response.read(max_bytes + 1)
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, UrlRefusedError):
+            raise exc.reason from None
+        raise
+    if len(data) > max_bytes:
+        raise UrlRefusedError(f"the image at the URL is larger than {max_bytes // 2**20} MB")
+    return data

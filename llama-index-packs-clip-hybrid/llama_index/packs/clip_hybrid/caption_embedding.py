@@ -55,7 +55,7 @@ def resolve_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> Ba
 def openai_caption_embedding(**kwargs: Any) -> BaseEmbedding:
     """``OpenAIEmbedding(model="text-embedding-3-small")``; key and base URL from
     ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` unless given."""
-    from llama_index.embeddings.openai import OpenAIEmbedding
+    from .redact import RedactedOpenAIEmbedding
 
     key = kwargs.pop("api_key", None) or os.environ.get("OPENAI_API_KEY")
     if not key:
@@ -67,7 +67,9 @@ def openai_caption_embedding(**kwargs: Any) -> BaseEmbedding:
     )
     kwargs.setdefault("max_retries", 6)
     kwargs.setdefault("embed_batch_size", 100)
-    return OpenAIEmbedding(model=OPENAI_CAPTION_EMBED_MODEL, api_key=key, api_base=base, **kwargs)
+    return RedactedOpenAIEmbedding(  # type: ignore[call-arg]  # its __init__ takes model
+        model=OPENAI_CAPTION_EMBED_MODEL, api_key=key, api_base=base, **kwargs
+    )
 
 
 def local_caption_embedding(**kwargs: Any) -> BaseEmbedding:

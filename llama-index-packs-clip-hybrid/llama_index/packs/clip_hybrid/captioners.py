@@ -213,13 +213,13 @@ class LLMCaptioner(Captioner):
     ) -> LLMCaptioner:
         """GPT-4o (or another OpenAI vision model). Key and base URL default to the
         ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` environment variables."""
-        from llama_index.llms.openai import OpenAI
+        from .redact import RedactedOpenAI
 
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
             raise ValueError("The OpenAI captioner needs OPENAI_API_KEY (or api_key=...).")
         base = api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-        llm = OpenAI(
+        llm = RedactedOpenAI(
             model=model,
             api_key=key,
             api_base=base,
@@ -244,13 +244,13 @@ class LLMCaptioner(Captioner):
         endpoint. Key and base URL default to ``DASHSCOPE_API_KEY`` and
         ``DASHSCOPE_BASE_URL`` (international accounts use
         ``https://dashscope-intl.aliyuncs.com/compatible-mode/v1``)."""
-        from llama_index.llms.openai_like import OpenAILike
+        from .redact import RedactedOpenAILike
 
         key = api_key or os.environ.get("DASHSCOPE_API_KEY")
         if not key:
             raise ValueError("The DashScope captioner needs DASHSCOPE_API_KEY (or api_key=...).")
         base = api_base or os.environ.get("DASHSCOPE_BASE_URL") or DASHSCOPE_COMPATIBLE_BASE_URL
-        llm = OpenAILike(
+        llm = RedactedOpenAILike(
             model=model,
             api_key=key,
             api_base=base,

@@ -546,3 +546,54 @@ def test_upstream_openai_objects_leak_the_key_and_ours_do_not() -> None:
         assert not any(key in view for view in views(obj)), type(obj).__name__
         assert obj.api_key == key  # the client still gets it
         assert "**redacted**" in repr(obj)
+
+
+# -- queries during an ingestion ------------------------------------------------------------
+
+
+def test_queries_while_an_ingestion_runs_see_only_committed_images(
+    pack, image_dir, tmp_path
+) -> None:
+    import threading
+
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        pixels = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"noise_{i:02d}.png")
+    total = len(list(image_dir.rglob("*.png")))
+    pack.ingestor.batch_size = 4  # many small commits
+    errors: list[BaseException] = []
+    finished = threading.Event()
+
+    def ingest() -> None:
+        try:
+            pack.ingest(image_dir)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            finished.set()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    searches, growing = 0, []
+    while not finished.is_set() or searches < 3:
+        before = pack.store.count()
+        try:
+            hits, _ = pack.search("a photo", mode="text", similarity_top_k=5)
+        except ValueError:  # nothing committed yet: the named empty-index error is fine
+            assert before == 0
+            continue
+        searches += 1
+        growing.append(before)
+        assert len(hits) >= min(5, before)  # rows never disappear while ingesting
+        ids = [h.node.node_id for h in hits]
+        assert len(ids) == len(set(ids))
+        stored = pack.store.get(ids, ["path"])
+        assert set(stored) == set(ids)  # every hit is a committed row, readable now
+    writer.join(timeout=300)
+    assert errors == []
+    assert growing == sorted(growing) and any(0 < c < total for c in growing)  # mid-way too
+    assert pack.store.count() == total
+    assert len(pack.search("a photo", mode="text", similarity_top_k=5)[0]) == 5

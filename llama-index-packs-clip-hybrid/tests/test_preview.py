@@ -400,3 +400,30 @@ def test_preview_app_with_the_umap_map(server) -> None:
     assert out["query_point"] is not None and all(r["x"] is not None for r in out["results"])
     with pytest.raises(ValueError, match="projection must be one of"):
         PreviewApp(pack, projection="tsne")
+
+
+def test_twenty_concurrent_clients_get_what_one_client_gets(server) -> None:
+    """Mixed searches from 20 threads at once: no errors, and each answer equals the answer
+    to the same request made alone (one model, shared safely)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = server
+    points = json.loads(_get(url + "/api/points")[1])["points"]
+    distinct = [
+        {"mode": "text", "query": "a bar chart"},
+        {"mode": "text", "query": "系统架构图"},
+        {"mode": "hybrid", "query": "flowchart 流程"},
+        *({"mode": "image", "image_id": p["id"]} for p in points[:5]),
+    ]
+    alone = [_post(url + "/api/search", r) for r in distinct]
+    assert all(status == 200 and out["results"] for status, out in alone)
+    order = [i % len(distinct) for i in range(80)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        together = list(pool.map(lambda i: _post(url + "/api/search", distinct[i]), order))
+    assert [status for status, _ in together] == [200] * len(order)
+    for i, (_, out) in enumerate(together):
+        expected = alone[order[i]][1]
+        assert [r["id"] for r in out["results"]] == [r["id"] for r in expected["results"]]
+        assert [r["score"] for r in out["results"]] == pytest.approx(
+            [r["score"] for r in expected["results"]], abs=1e-5
+        )

@@ -2,8 +2,8 @@
 
     uv run python benchmarks/bench_load.py [--n 10000] [--clients 20] [--seconds 60]
 
-A Milvus Lite index of N random L2-normalised 512-d vectors (seeded; every row points at
-one real image file, so image->image queries and thumbnails work), served by the preview
+A Milvus Lite index of N random L2-normalised 512-d vectors (seeded; the rows point at 500
+real image files in turn, so image->image queries and thumbnails work), served by the preview
 server with a full-size random-weight ViT-B/32 (speed does not depend on weight values).
 ``--clients`` threads each send requests back to back for ``--seconds``: 50% text->image
 searches, 30% image->image searches by id, 10% thumbnails, 10% status. Reported: requests,
@@ -30,6 +30,7 @@ import numpy as np
 from _common import machine, percentile, vit_b_32_checkpoint
 from PIL import Image
 
+IMAGES = 500
 WORDS = ["diagram", "chart", "a photo of a cat", "sunset", "user interface", "架构图", "表格"]
 
 
@@ -46,8 +47,10 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        image = Path(tmp) / "one.png"
-        Image.new("RGB", (320, 240), (90, 140, 200)).save(image)
+        images = []  # distinct files, so an image query's self-hit filter drops only its own
+        for k in range(IMAGES):
+            images.append(Path(tmp) / f"img{k}.png")
+            Image.new("RGB", (320, 240), (k % 256, (k * 7) % 256, 200)).save(images[-1])
         model = FastClipEmbedding(model_name=str(vit_b_32_checkpoint()), precision="fp32")
         pack = ClipHybridPack(uri=str(Path(tmp) / "p.db"), embed_model=model, captioner="none")
         pack.store.ensure(dim=512, model=model.model_name)
@@ -59,7 +62,7 @@ def main() -> None:
                     {
                         "id": f"img-{i:07d}",
                         "vector": vectors[i].tolist(),
-                        "path": str(image),
+                        "path": str(images[i % IMAGES]),
                         "sha256": f"{i:064x}",
                         "folder": tmp,
                         "category": f"c{i % 6}",

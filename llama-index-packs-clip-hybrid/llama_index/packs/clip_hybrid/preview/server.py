@@ -75,7 +75,11 @@ class PreviewApp:
             raise ValueError(f"projection must be one of {choices}, not {projection!r}")
         self.pack = pack
         self.projection = projection
-        self._lock = threading.RLock()
+        # Searches run one at a time (one shared model; the pack keeps per-search state such
+        # as last_branches); the map has its own lock; status and thumbnails take neither,
+        # so they never queue behind a CLIP forward pass (benchmarks/bench_load.py).
+        self._search_lock = threading.Lock()
+        self._map_lock = threading.RLock()
         self._projection: Map2D | None = None
         self._points: list[dict[str, Any]] = []
         self._by_id: dict[str, dict[str, Any]] = {}
@@ -114,10 +118,9 @@ class PreviewApp:
 
     def status(self) -> dict[str, Any]:
         pack = self.pack
-        with self._lock:
-            images = pack.store.count()
-            captions = pack.caption_store.count() if pack.caption_store.exists() else 0
-            model = pack.store.model
+        images = pack.store.count()
+        captions = pack.caption_store.count() if pack.caption_store.exists() else 0
+        model = pack.store.model
         return {
             "images": images,
             "captions": captions,
@@ -127,7 +130,7 @@ class PreviewApp:
         }
 
     def points(self) -> dict[str, Any]:
-        with self._lock:
+        with self._map_lock:
             self._refresh_projection()
             projection = self._projection
         explained = projection.explained if projection else (0.0, 0.0)
@@ -172,8 +175,7 @@ class PreviewApp:
     def _thumbnail(self, image_id: str) -> Response:
         if not _ID.match(image_id):
             raise ApiError(400, "bad image id")
-        with self._lock:
-            row = self.pack.store.get([image_id], ["path"]).get(image_id)
+        row = self.pack.store.get([image_id], ["path"]).get(image_id)
         if row is None or not row.get("path"):
             raise ApiError(404, "no indexed image with this id")
         try:
@@ -196,7 +198,7 @@ class PreviewApp:
             raise ApiError(400, f"top_k must be an integer from 1 to {MAX_TOP_K}")
         keep = bool(request.get("keep_self_hit", False))
         query, label = self._query(request, mode)
-        with self._lock:
+        with self._search_lock:
             if not self.pack.store.open_existing() or self.pack.store.count() == 0:
                 return {
                     "mode": mode,
@@ -207,7 +209,8 @@ class PreviewApp:
                 }
             if self.pack.has_no_clip and mode != "hybrid":
                 raise ApiError(400, "this index has no CLIP vectors; use hybrid")
-            self._refresh_projection()
+            with self._map_lock:
+                self._refresh_projection()
             return self._run(mode, query, label, top_k, keep)
 
     def _query(self, request: dict[str, Any], mode: str) -> tuple[Any, str]:

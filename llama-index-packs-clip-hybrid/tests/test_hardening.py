@@ -597,3 +597,80 @@ def test_queries_while_an_ingestion_runs_see_only_committed_images(
     assert growing == sorted(growing) and any(0 < c < total for c in growing)  # mid-way too
     assert pack.store.count() == total
     assert len(pack.search("a photo", mode="text", similarity_top_k=5)[0]) == 5
+
+
+# -- failing APIs ---------------------------------------------------------------------------
+
+
+def _caption_transform(stub, tmp_path: Path, **kwargs):  # type: ignore[no-untyped-def]
+    from llama_index.packs.clip_hybrid import LLMCaptioner, VLMCaptionTransform
+
+    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+    kwargs.setdefault("cache_path", str(tmp_path / "captions.sqlite"))
+    return VLMCaptionTransform(captioner, backoff_base=0.01, backoff_max=0.05, **kwargs)
+
+
+def _images(n: int) -> list:
+    import io
+
+    from llama_index.packs.clip_hybrid.caption_transform import CaptionImage
+
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (i * 9 % 256, i * 5 % 256, 40)).save(buf, format="PNG")
+        out.append(CaptionImage.from_bytes(f"img{i}", buf.getvalue()))
+    return out
+
+
+def test_a_429_storm_without_retry_after_backs_off_and_captions_everything(tmp_path) -> None:
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    with ApiStub() as stub:
+        stub.fail_next(30, status=429, path_prefix="/v1/chat")  # no Retry-After header
+        outcomes, report = _caption_transform(
+            stub, tmp_path, concurrency=4, max_retries=10
+        ).caption_images(_images(20))
+    assert all(o.caption for o in outcomes) and report.failed == []
+    assert report.usage.retries == 30 and report.usage.failed_calls == 30
+    assert report.usage.calls == 50
+
+
+def test_connection_resets_are_retried(tmp_path) -> None:
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    with ApiStub() as stub:
+        stub.fail_next(6, reset=True, path_prefix="/v1/chat")
+        outcomes, report = _caption_transform(stub, tmp_path, concurrency=3).caption_images(
+            _images(8)
+        )
+    assert all(o.caption for o in outcomes) and report.failed == []
+    assert report.usage.retries == 6
+
+
+def test_the_embedding_api_failing_is_retried_and_the_vectors_arrive(
+    milvus_uri, fast_clip, image_dir, monkeypatch
+) -> None:
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    with ApiStub() as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        stub.fail_next(1, status=429, retry_after=0.2, path_prefix="/v1/embeddings")
+        stub.fail_next(1, status=500, path_prefix="/v1/embeddings")
+        stub.fail_next(1, reset=True, path_prefix="/v1/embeddings")
+        stub.fail_next(1, malformed=True, path_prefix="/v1/embeddings")  # a 200 of bad JSON
+        pack = ClipHybridPack(
+            uri=milvus_uri,
+            embed_model=fast_clip,
+            captioner="openai",
+            caption_embed="openai",
+            show_progress=False,
+        )
+        report = pack.ingest(image_dir)
+        calls = [r for r in stub.requests if r.path.startswith("/v1/embeddings")]
+    n = len(list(image_dir.rglob("*.png")))
+    assert report.captions is not None and report.captions.failed == []
+    assert pack.caption_store.count() == n and pack.caption_store.dim == 1536
+    assert len(calls) >= 5  # four failures, then answers
+    pack.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from ._util import chunks, unit_vector
 from .caption_embedding import embedding_identity
 from .caption_store import CaptionStore, fit_caption
 from .caption_transform import CaptionFailure, CaptionOutcome, CaptionReport, VLMCaptionTransform
-from .captioners import CaptionImage, redact
+from .captioners import CaptionImage, classify_error, redact
 from .no_clip import PLACEHOLDER
 from .store import ImageStore
 
@@ -118,7 +119,7 @@ class CaptionIndexer:
                 if model is None:  # no embedder: rows for BM25, placeholder vectors
                     vectors = [list(PLACEHOLDER) for _ in texts]
                 else:
-                    vectors = [unit_vector(v) for v in model.get_text_embedding_batch(texts)]
+                    vectors = [unit_vector(v) for v in _embed(model, texts)]
             except Exception as exc:  # the captions stay cached: only embedding is retried
                 reason = redact(f"caption embedding failed ({type(exc).__name__}: {exc})")[:300]
                 for outcome in batch:
@@ -144,3 +145,20 @@ class CaptionIndexer:
         if written:
             self.captions.flush()
         logger.info("Caption vectors: %d written to %r.", written, self.captions.collection_name)
+
+
+#: Attempts per caption-embedding batch. The OpenAI client already retries 429/5xx/resets
+#: itself (max_retries); this also covers what it does not: a malformed 200 body.
+EMBED_ATTEMPTS = 3
+
+
+def _embed(model: BaseEmbedding, texts: list[str]) -> list[list[float]]:
+    for attempt in range(EMBED_ATTEMPTS):
+        try:
+            return model.get_text_embedding_batch(texts)
+        except Exception as exc:
+            if attempt == EMBED_ATTEMPTS - 1 or classify_error(exc, 0).fatal:
+                raise  # a bad key or an exhausted quota: no retry cures it
+            logger.info("Caption embedding failed (%s); retrying.", type(exc).__name__)
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import random
+import socket
 import struct
 import threading
 import time
@@ -75,6 +76,7 @@ class Fault:
     stall: float = 0.0
     path_prefix: str = ""
     code: str | None = None
+    reset: bool = False  # close the connection (TCP RST) instead of answering
 
 
 def default_caption(request: RecordedRequest) -> str:
@@ -202,13 +204,15 @@ class ApiStub:
         stall: float = 0.0,
         path_prefix: str = "",
         code: str | None = None,
+        reset: bool = False,
     ) -> None:
         """Make the next ``count`` requests (under ``path_prefix``) misbehave; ``code`` is
-        the error code in the body (e.g. ``insufficient_quota`` with a 429)."""
+        the error code in the body (e.g. ``insufficient_quota`` with a 429); ``reset``
+        drops the connection with a TCP reset and no answer."""
         with self.state.lock:
             for _ in range(count):
                 self.state.faults.append(
-                    Fault(status, retry_after, malformed, stall, path_prefix, code)
+                    Fault(status, retry_after, malformed, stall, path_prefix, code, reset)
                 )
 
     def set_failure_rate(self, rate: float, *, status: int = 500) -> None:
@@ -292,6 +296,12 @@ class _Handler(BaseHTTPRequestHandler):
             auth = request.headers.get("authorization", "")
             if auth != f"Bearer {state.expected_key}":
                 return self._error(401, "invalid_api_key", "Incorrect API key provided.", native)
+        if fault is not None and fault.reset:
+            # SO_LINGER 0: close() sends RST, the client sees "connection reset by peer"
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return None
         if fault is not None and fault.malformed:
             return self._send(200, b'{"id": "broken", "choices": [', {})
         if fault is not None and fault.status >= 400:

@@ -165,8 +165,15 @@ def test_upload_search_and_upload_limits(server, image_dir) -> None:
         "/api/image/../../etc/passwd",
         "/api/image/%2Fetc%2Fpasswd",
         "/static/../server.py",
+        "/static/%2e%2e/server.py",
+        "/static/scatter.js/../../server.py",
+        "/static/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/points/..%2F..%2Fetc%2Fpasswd",
+        "/api/status/../../etc/passwd",
         "/api/image/",
         "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/index.html/../../etc/passwd",
     ],
 )
 def test_path_traversal_is_refused(server, path) -> None:

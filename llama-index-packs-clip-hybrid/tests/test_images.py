@@ -51,3 +51,24 @@ def test_discovery_sniffs_content_skips_hidden_and_survives_symlink_loops(tmp_pa
     assert len(found) == len(odd)
     # An explicit file is always yielded, once, even when listed twice.
     assert len(list(discover_images([odd[0].path, odd[0].path]))) == 1
+
+
+def test_big_jpegs_decode_at_a_reduced_scale_and_report_their_full_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (4000, 3000), (20, 120, 220)).save(photo, quality=70)
+    full = open_image(photo)
+    small = open_image(photo, min_side=700)
+    assert full.size == (4000, 3000) and full.info["source_size"] == (4000, 3000)
+    assert small.size == (1000, 750)  # 1/4 scale: both sides still >= 700
+    assert small.info["source_size"] == (4000, 3000)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (4000, 3000), (20, 120, 220)).save(rotated, exif=exif)
+    upright = open_image(rotated, min_side=700)
+    assert upright.size == (750, 1000) and upright.info["source_size"] == (3000, 4000)
+    png = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000)).save(png)
+    assert open_image(png, min_side=700).size == (3000, 2000)  # only JPEG has DCT scaling

@@ -319,7 +319,7 @@ class ImageIngestor:
             except ImageLoadError as exc:
                 report.failed.append(IngestFailure(item.path or item.id, exc.reason))
                 continue
-            item.width, item.height = img.size
+            item.width, item.height = img.info.get("source_size", img.size)
             if max(img.size) > MAX_DECODED_SIDE:
                 img.thumbnail((MAX_DECODED_SIDE, MAX_DECODED_SIDE), Image.Resampling.BICUBIC)
             pending_shas.add(item.sha256)
@@ -328,7 +328,7 @@ class ImageIngestor:
 
     def _open(self, item: _Item) -> Image.Image:
         if item.data is None:
-            return _open_image(item.path, max_pixels=self.max_pixels)
+            return _open_image(item.path, max_pixels=self.max_pixels, min_side=MAX_DECODED_SIDE)
         try:
             with Image.open(io.BytesIO(item.data)) as img:
                 if img.size[0] * img.size[1] > self.max_pixels:

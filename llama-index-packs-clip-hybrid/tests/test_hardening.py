@@ -674,3 +674,21 @@ def test_the_embedding_api_failing_is_retried_and_the_vectors_arrive(
     assert pack.caption_store.count() == n and pack.caption_store.dim == 1536
     assert len(calls) >= 5  # four failures, then answers
     pack.store.close()
+
+
+def test_a_big_photo_queried_again_scores_exactly_its_indexed_vector(pack, tmp_path) -> None:
+    """Ingestion and image queries shrink an image the same way (big JPEGs decoded at a
+    reduced scale), so the query's self-hit is the indexed vector itself: cosine 1.0."""
+    import numpy as np
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(8)
+    for i in range(3):
+        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((4000, 3000)).save(folder / f"p{i}.jpg", quality=80)
+    pack.ingest(folder)
+    hits, _ = pack.search(folder / "p1.jpg", mode="image", keep_self_hit=True)
+    top = hits[0]
+    assert top.node.metadata["file_path"].endswith("p1.jpg")
+    assert top.score == pytest.approx(1.0, abs=1e-5)

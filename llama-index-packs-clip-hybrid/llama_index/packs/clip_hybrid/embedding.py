@@ -21,7 +21,13 @@ from llama_index.embeddings.clip import ClipEmbedding
 from PIL import Image
 
 from ._util import chunks, prefetch
-from .images import DEFAULT_MAX_PIXELS, ImageLoadError, open_image, to_rgb
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    open_working_image,
+    to_rgb,
+    working_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -333,10 +339,14 @@ class FastClipEmbedding(ClipEmbedding):
         return torch.stack([preprocess(self._as_rgb(item)) for item in items])
 
     def _as_rgb(self, item: Any) -> Image.Image:
+        # The working size (images.WORKING_SIDE) as in ingestion: same pixels, same vector.
+        return working_image(self._decoded(item))
+
+    def _decoded(self, item: Any) -> Image.Image:
         if isinstance(item, Image.Image):
             return to_rgb(item)
         if isinstance(item, (str, os.PathLike)):
-            return open_image(item, max_pixels=self.max_pixels)
+            return open_working_image(item, max_pixels=self.max_pixels)
         if isinstance(item, (bytes, bytearray)):
             item = io.BytesIO(item)
         try:

@@ -185,6 +185,26 @@ def _refuse_slow_rle_bmp(path: str | os.PathLike[str], img: Image.Image) -> None
         )
 
 
+#: The largest side an image keeps before CLIP (which needs 224): ingestion and image
+#: queries both shrink to it the same way, so an indexed image queried again gets the
+#: very same pixels, hence the same vector.
+WORKING_SIDE = 1024
+
+
+def working_image(img: Image.Image) -> Image.Image:
+    """``img`` shrunk (in place, keeping its aspect) to at most ``WORKING_SIDE`` a side."""
+    if max(img.size) > WORKING_SIDE:
+        img.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BICUBIC)
+    return img
+
+
+def open_working_image(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """:func:`open_image` at the working size (big JPEGs decoded at a reduced scale)."""
+    return working_image(open_image(path, max_pixels=max_pixels, min_side=WORKING_SIDE))
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB with EXIF orientation applied."""
     with contextlib.suppress(Exception):  # a broken EXIF block should not cost the image

@@ -25,8 +25,15 @@ from PIL import Image
 
 from ._util import chunks, unit_vector
 from .embedding import FastClipEmbedding
-from .images import DEFAULT_MAX_PIXELS, ImageLoadError, discover_images, file_sha256, to_rgb
-from .images import open_image as _open_image
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    discover_images,
+    file_sha256,
+    open_working_image,
+    to_rgb,
+    working_image,
+)
 from .no_clip import PLACEHOLDER, NoClipEmbedding
 from .store import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
 
@@ -41,7 +48,6 @@ ID_NAMESPACE = uuid.UUID("5b0f7a52-6a43-4a8e-9a77-3c1f6b2d9e41")
 
 #: Decoded images are shrunk to this longest side before CLIP's own resize: CLIP sees
 #: 224 px, and a chunk of 12000x9000 decodes would not fit in memory.
-MAX_DECODED_SIDE = 1024
 
 _RESERVED = {"id", "vector", *BUILTIN_FIELDS}
 
@@ -320,15 +326,14 @@ class ImageIngestor:
                 report.failed.append(IngestFailure(item.path or item.id, exc.reason))
                 continue
             item.width, item.height = img.info.get("source_size", img.size)
-            if max(img.size) > MAX_DECODED_SIDE:
-                img.thumbnail((MAX_DECODED_SIDE, MAX_DECODED_SIDE), Image.Resampling.BICUBIC)
+            img = working_image(img)
             pending_shas.add(item.sha256)
             out.append((item, img))
         return out
 
     def _open(self, item: _Item) -> Image.Image:
         if item.data is None:
-            return _open_image(item.path, max_pixels=self.max_pixels, min_side=MAX_DECODED_SIDE)
+            return open_working_image(item.path, max_pixels=self.max_pixels)
         try:
             with Image.open(io.BytesIO(item.data)) as img:
                 if img.size[0] * img.size[1] > self.max_pixels:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -105,6 +106,10 @@ def test_download_failure_says_so_and_names_the_option(tmp_path, monkeypatch) ->
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
+    # urlopen builds its global opener (and reads the proxy variables) once, on first use:
+    # start from none and put back what was there, or every later urlopen in this process
+    # would go through the dead proxy.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     embed = FastClipEmbedding(model_name="ViT-B/32", download_root=str(tmp_path))
     with pytest.raises(ClipWeightsUnavailableError) as info:
         embed.get_text_embedding("x")

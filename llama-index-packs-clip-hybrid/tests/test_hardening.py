@@ -190,7 +190,7 @@ def test_a_crash_between_the_renames_loads_the_last_good_index(tmp_path) -> None
     assert loaded is not None and loaded.search("word2", 3)[0][0] == "img2"
 
 
-# -- SIGKILL at random points ---------------------------------------------------------------
+# -- SIGKILL at random points of the work ------------------------------------------------
 
 _INGEST = """
 import sys
@@ -234,42 +234,52 @@ def test_killed_ten_times_at_random_points_ends_equal_to_one_clean_run(
     image_dir, tiny_clip_checkpoint, tmp_path, monkeypatch
 ) -> None:
     import random
-    import time
+    import threading
 
     import numpy as np
     from llama_index.packs.clip_hybrid.testing import ApiStub
 
     rng = np.random.default_rng(3)
-    for i in range(30):  # noise images: decoding and captioning take real time
+    for i in range(30):  # noise images: more work to be killed in the middle of
         pixels = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(image_dir / f"noise_{i:02d}.png")
     total = len(list(image_dir.rglob("*.png")))
     checkpoint = str(tiny_clip_checkpoint)
 
-    def run(uri: str, kill_after: float | None) -> int:
+    def run(uri: str, kill_at: int | None) -> int:
+        """Ingest in a child; SIGKILL it as soon as the stub has seen ``kill_at`` more
+        requests (0: right after it starts), i.e. at a point of its work, not of the clock."""
         child = subprocess.Popen(
             [sys.executable, "-c", _INGEST, uri, checkpoint, str(image_dir)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": base_url},
+            env={
+                **os.environ,
+                "OPENAI_API_KEY": "sk-test",
+                "OPENAI_BASE_URL": stub.openai_base_url,
+            },
         )
+        seen = len(stub.requests)
         assert child.stdout is not None and child.stdout.readline().strip() == "start"
-        if kill_after is not None:
-            time.sleep(kill_after)
-            child.send_signal(signal.SIGKILL)
+        if kill_at is not None:
+            exited = threading.Thread(target=lambda: (child.wait(), stub.wake()), daemon=True)
+            exited.start()  # a child that finishes first ends the wait too
+            assert stub.wait_for_requests(seen + kill_at, unless=lambda: child.poll() is not None)
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL)
         _, err = child.communicate(timeout=300)
         assert child.returncode in (0, -9), err[-3000:]
         return child.returncode
 
-    with ApiStub(latency=0.03) as stub:
-        base_url = stub.openai_base_url
+    with ApiStub() as stub:
         monkeypatch.delenv("CLIP_HYBRID_CAPTIONER", raising=False)
         clean = str(tmp_path / "clean.db")
         assert run(clean, None) == 0
+        calls = len(stub.requests)  # captions and embeddings of one whole run
         killed_uri = str(tmp_path / "killed.db")
         chance = random.Random(11)
-        outcomes = [run(killed_uri, chance.uniform(0.0, 4.0)) for _ in range(10)]
+        outcomes = [run(killed_uri, chance.randrange(max(1, calls // 10))) for _ in range(10)]
         assert run(killed_uri, None) == 0
     assert outcomes.count(-9) >= 5, outcomes  # most runs really were killed mid-way
     expected = _snapshot(clean, checkpoint)

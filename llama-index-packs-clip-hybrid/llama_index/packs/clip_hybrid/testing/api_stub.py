@@ -126,6 +126,10 @@ class _State:
     caption: Callable[[RecordedRequest], str] = default_caption
     embed_dim: int = 1536
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)  # notified on every request
 
 
 class ApiStub:
@@ -226,6 +230,22 @@ class ApiStub:
         with self.state.lock:
             return list(self.state.requests)
 
+    def wait_for_requests(
+        self, count: int, *, timeout: float = 120.0, unless: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until ``count`` requests have arrived in all, or ``unless()`` is true (checked
+        on every request and on :meth:`wake`). False on timeout."""
+        stop = unless or (lambda: False)
+        with self.state.arrived:
+            return self.state.arrived.wait_for(
+                lambda: len(self.state.requests) >= count or stop(), timeout
+            )
+
+    def wake(self) -> None:
+        """Make :meth:`wait_for_requests` look at its ``unless`` again."""
+        with self.state.arrived:
+            self.state.arrived.notify_all()
+
     @property
     def max_in_flight(self) -> int:
         """The most requests that were being served at the same moment."""
@@ -266,6 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         with state.lock:
             state.requests.append(request)
+            state.arrived.notify_all()
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
             fault = self._take_fault(request.path)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid import ClipWeightsUnavailableError, FastClipEmbedding
+from llama_index.packs.clip_hybrid.clip_checkpoint import load_clip
+from llama_index.packs.clip_hybrid.testing.tiny_clip import make_tiny_clip_checkpoint
 
 TEXTS = [
     "a",
@@ -44,11 +46,108 @@ def test_images_match_upstream_per_item_path(fast_clip, tiny_clip_embedding, sam
 
 def test_texts_padded_to_their_batch_match_upstream(fast_clip, tiny_clip_embedding) -> None:  # type: ignore[no-untyped-def]
     upstream = _unit([tiny_clip_embedding.get_text_embedding(t) for t in TEXTS])
-    ours = np.asarray(fast_clip.get_text_embedding_batch(TEXTS))
-    assert (upstream * ours).sum(axis=1).min() >= 0.999
+    # 40 texts of 3-15 tokens: batches of mixed lengths, each pooled at its own end token.
+    many = [TEXTS[(i * 3) % len(TEXTS)] for i in range(40)]
+    ours = np.asarray(fast_clip.get_text_embedding_batch(many))
+    expected = upstream[[(i * 3) % len(TEXTS) for i in range(40)]]
+    assert (expected * ours).sum(axis=1).min() >= 0.999
     # Order is preserved although batches are sorted by length internally.
-    alone = np.asarray([fast_clip.get_query_embedding(t) for t in TEXTS])
-    assert np.allclose(alone, ours, atol=1e-5)
+    alone = np.asarray([fast_clip.get_query_embedding(t) for t in many[:8]])
+    assert (alone * ours[:8]).sum(axis=1).min() >= 0.9999
+
+
+def test_queries_use_fp16_weights(tiny_clip_checkpoint, fast_clip, tiny_clip_embedding) -> None:  # type: ignore[no-untyped-def]
+    """A query (a few tokens) multiplies by fp16 copies of the weights on a CPU in fp32."""
+    plain = FastClipEmbedding(
+        model_name=str(tiny_clip_checkpoint), precision="fp32", fp16_query_weights=False
+    )
+    for text in TEXTS:
+        upstream = _unit([tiny_clip_embedding.get_query_embedding(text)])[0]
+        fast = np.asarray(fast_clip.get_query_embedding(text))
+        exact = np.asarray(plain.get_query_embedding(text))
+        assert not np.array_equal(fast, exact), "the fp16 copies were not used"
+        assert fast @ exact >= 0.9999
+        assert fast @ upstream >= 0.9999
+
+
+def test_checkpoints_stored_in_fp16_load_and_embed(tmp_path, fast_clip) -> None:  # type: ignore[no-untyped-def]
+    """OpenAI publishes fp16 weights; they compute in fp32 on a CPU, as upstream does."""
+    half = make_tiny_clip_checkpoint(tmp_path / "half.pt", seed=0, half=True)
+    embed = FastClipEmbedding(model_name=str(half))
+    assert embed.resolved_precision in ("fp32", "bf16")
+    ours = np.asarray(embed.get_text_embedding_batch(TEXTS))
+    upstream = _unit([ClipEmbedding(model_name=str(half)).get_text_embedding(t) for t in TEXTS])
+    assert (ours * upstream).sum(axis=1).min() >= 0.999
+    # The same seed in fp32: the fp16 rounding of the weights is all that differs.
+    assert (ours * np.asarray(fast_clip.get_text_embedding_batch(TEXTS))).sum(axis=1).min() >= 0.99
+
+
+def test_loads_the_same_model_as_clip_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One copy of the weights at a time, but the very model clip.load builds."""
+    import clip
+    import torch
+
+    half = str(make_tiny_clip_checkpoint(tmp_path / "half.pt", seed=3, half=True))
+    theirs, their_preprocess = clip.load(half, device="cpu", jit=False)
+    ours, our_preprocess = load_clip(half, device="cpu")
+    their_state, our_state = theirs.state_dict(), ours.state_dict()
+    assert our_state.keys() == their_state.keys()
+    for key, value in their_state.items():
+        assert our_state[key].dtype == value.dtype and torch.equal(our_state[key], value), key
+    assert str(our_preprocess) == str(their_preprocess)
+    # The text tower's causal mask (not part of the state) is rebuilt: upstream's own
+    # encode_text runs on our model and agrees.
+    tokens = clip.tokenize(TEXTS)
+    with torch.no_grad():
+        assert torch.allclose(ours.encode_text(tokens), theirs.encode_text(tokens), atol=1e-6)
+
+
+def test_fp32_checkpoints_keep_their_precision(tiny_clip_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """clip.load rounds an fp32 checkpoint's matrices to fp16 (it copies them into an fp16
+    model, then calls .float()); here they load as stored."""
+    import torch
+
+    stored = torch.jit.load(str(tiny_clip_checkpoint)).state_dict()
+    ours = load_clip(str(tiny_clip_checkpoint), device="cpu")[0]
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, stored[key].float()), key
+
+
+def test_each_tower_loads_on_first_use(tiny_clip_checkpoint, fast_clip, sample_images) -> None:  # type: ignore[no-untyped-def]
+    """Ingestion holds only the image tower, a text search only the text tower."""
+    paths = [str(s.path) for s in sample_images[:4]]
+    images_first = FastClipEmbedding(model_name=str(tiny_clip_checkpoint), precision="fp32")
+    assert images_first.embed_dim == 32 and images_first.loaded_towers == frozenset()
+    vectors = images_first.get_image_embedding_batch(paths)
+    assert images_first.loaded_towers == {"visual"}
+    assert images_first._model.transformer.resblocks[0].mlp.c_fc.weight.is_meta
+    texts = images_first.get_text_embedding_batch(TEXTS)
+    assert images_first.loaded_towers == {"visual", "text"}
+    assert np.allclose(vectors, fast_clip.get_image_embedding_batch(paths), atol=1e-6)
+    assert np.allclose(texts, fast_clip.get_text_embedding_batch(TEXTS), atol=1e-6)
+
+    text_first = FastClipEmbedding(model_name=str(tiny_clip_checkpoint), precision="fp32")
+    query = text_first.get_query_embedding(TEXTS[1])
+    assert text_first.loaded_towers == {"text"}
+    assert text_first._model.visual.conv1.weight.is_meta
+    assert np.allclose(query, fast_clip.get_query_embedding(TEXTS[1]), atol=1e-6)
+    assert np.allclose(text_first.get_image_embedding_batch(paths), vectors, atol=1e-6)
+
+
+def test_a_state_dict_checkpoint_loads(tmp_path, tiny_clip_checkpoint, fast_clip) -> None:  # type: ignore[no-untyped-def]
+    """torch.save(state_dict) files work here; clip.load fails on them (see UPSTREAM_NOTES)."""
+    import torch
+
+    plain = tmp_path / "state.pt"
+    torch.save(torch.jit.load(str(tiny_clip_checkpoint)).state_dict(), plain)
+    embed = FastClipEmbedding(model_name=str(plain), precision="fp32")
+    assert np.allclose(
+        embed.get_text_embedding_batch(TEXTS), fast_clip.get_text_embedding_batch(TEXTS), atol=1e-6
+    )
+    junk = tmp_path / "junk.pt"
+    torch.save({"weights": torch.zeros(3)}, junk)
+    with pytest.raises(ClipWeightsUnavailableError, match=r"Could not read .*nor a CLIP state"):
+        FastClipEmbedding(model_name=str(junk)).get_text_embedding("x")
 
 
 def test_bf16_agrees_with_fp32(tiny_clip_checkpoint, fast_clip, sample_images) -> None:  # type: ignore[no-untyped-def]

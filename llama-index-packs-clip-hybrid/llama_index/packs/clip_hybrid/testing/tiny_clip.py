@@ -34,12 +34,17 @@ class TinyClipConfig:
 
 
 def make_tiny_clip_checkpoint(
-    path: str | os.PathLike[str], *, seed: int = 0, config: TinyClipConfig | None = None
+    path: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    config: TinyClipConfig | None = None,
+    half: bool = False,
 ) -> Path:
     """Write a seeded tiny CLIP TorchScript checkpoint to ``path`` and return it.
 
     The same seed and config always give the same weights. The file is ~14 MB (the
     49408 x 64 token table dominates): build it once per test session, never commit it.
+    ``half=True`` stores fp16 weights, as OpenAI's published checkpoints do.
 
     Example:
         >>> from llama_index.embeddings.clip import ClipEmbedding
@@ -68,6 +73,8 @@ def make_tiny_clip_checkpoint(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # jit deprecation, tracer notes
                 traced = torch.jit.trace(model, (image, text), check_trace=False)
+        if half:  # stored as fp16, like OpenAI's published checkpoints
+            traced = traced.half()
 
     # Write atomically: parallel test workers may build the same file.
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tiny-clip-", suffix=".pt")

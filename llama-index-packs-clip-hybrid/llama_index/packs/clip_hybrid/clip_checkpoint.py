@@ -1,0 +1,129 @@
+"""Load a CLIP checkpoint as ``clip.load(name, jit=False)`` does, in one copy, by tower.
+
+``clip.load`` reads the TorchScript archive from a file object (torch then buffers all of
+it), keeps the module while it builds a randomly initialised fp32 ``CLIP`` (605 MB for
+ViT-B/32), converts that to fp16, copies the weights in and converts again to fp32: for
+ViT-B/32 its peak is +1.16 GB over the imports. Here the archive is read from its path,
+the model is built on the ``meta`` device (no memory, no random init), and each stored
+tensor is converted and handed to it in turn, freeing the stored one.
+
+The two towers load separately (:func:`load_towers`): ingesting images needs only the
+image tower (350 MB in fp32), a text search only the text tower (252 MB). The model a
+caller gets is ``clip.load``'s, with the towers not loaded (yet) left on ``meta``.
+
+Also accepted: a ``torch.save(state_dict)`` file, which ``clip.load`` reads from an
+un-rewound file handle and fails on (see UPSTREAM_NOTES).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+
+def import_clip() -> Any:
+    """``import clip`` without its pkg_resources deprecation warning on every run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import clip
+    return clip
+
+
+Tower = Literal["visual", "text"]
+TOWERS: tuple[Tower, ...] = ("visual", "text")
+#: Entries of OpenAI's archives that are settings, not weights (build_model drops them).
+_SETTINGS = ("input_resolution", "context_length", "vocab_size")
+
+
+def checkpoint_path(name: str, download_root: str | None) -> str:
+    """A local file for ``name``: a known CLIP name is downloaded (once, SHA256-checked)
+    by ``clip``'s own downloader into ``download_root`` (default ``~/.cache/clip``)."""
+    clip = import_clip()
+    if name in clip.available_models():
+        root = download_root or os.path.expanduser("~/.cache/clip")
+        return str(clip.clip._download(clip.clip._MODELS[name], root))
+    return name
+
+
+def load_clip(
+    path: str, *, device: str, towers: Sequence[Tower] = TOWERS
+) -> tuple[Any, Callable[..., Any]]:
+    """The eager CLIP model with ``towers`` in fp32 on ``device``, and its image transform.
+
+    Raises what reading raises (OSError, RuntimeError, EOFError, ...).
+    """
+    import torch
+
+    clip = import_clip()
+    state = read_state_dict(path)
+    with torch.device("meta"), warnings.catch_warnings():
+        # Shapes only: build_model's copy of the weights into meta tensors is a no-op.
+        warnings.filterwarnings("ignore", message=".*to a meta parameter.*is a no-op")
+        model = clip.model.build_model(dict(state))
+    load_towers(model, state, towers, device=device, name=path)
+    return model.eval(), clip.clip._transform(model.visual.input_resolution)
+
+
+def load_towers(
+    model: Any, state: dict[str, Any], towers: Sequence[Tower], *, device: str, name: str
+) -> None:
+    """Give ``model`` the weights of ``towers`` from ``state``, as fp32 on ``device``.
+
+    ``state`` is emptied as it goes: each stored tensor is freed once converted (or at
+    once, when its tower is not wanted).
+    """
+    import torch
+
+    taken = {}
+    for key in list(state):
+        tensor = state.pop(key)
+        if key in _SETTINGS or (tower_of(key) not in towers and key != "logit_scale"):
+            continue
+        if tensor.is_floating_point():
+            taken[key] = tensor.to(device=device, dtype=torch.float32)
+        else:
+            taken[key] = tensor.to(device)
+    unexpected = model.load_state_dict(taken, assign=True, strict=False).unexpected_keys
+    del taken
+    if unexpected:
+        raise RuntimeError(f"checkpoint {name!r} has unexpected weights {unexpected[:3]}")
+    if "text" in towers:
+        # The causal mask is a plain attribute, not state: it was made on meta.
+        with torch.device(device):
+            mask = model.build_attention_mask()
+        for block in model.transformer.resblocks:
+            block.attn_mask = mask
+    stranded = [key for key, tensor in model.state_dict().items() if tensor.is_meta]
+    stranded = [key for key in stranded if tower_of(key) in towers]
+    if stranded:
+        raise RuntimeError(f"checkpoint {name!r} has no values for {', '.join(stranded[:3])}")
+
+
+def tower_of(key: str) -> Tower:
+    """The tower a state-dict key belongs to (``logit_scale`` counts as text)."""
+    return "visual" if key.startswith("visual.") else "text"
+
+
+def read_state_dict(path: str) -> dict[str, Any]:
+    """The checkpoint's tensors as stored (fp16 for OpenAI's), from a TorchScript archive
+    or a ``torch.save`` state dict."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation
+            # A path, not a file object: from a file object (as clip.load passes it),
+            # torch.jit.load buffers the whole archive, +1.2 GB at peak for ViT-B/32.
+            module = torch.jit.load(path, map_location="cpu")
+    except RuntimeError:  # not TorchScript: a plain state dict, read without copying
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(state, dict) or "text_projection" not in state:
+            raise RuntimeError(
+                f"{path} is neither a TorchScript CLIP archive nor a CLIP state dict"
+            ) from None
+        return dict(state)
+    state = dict(module.state_dict())
+    del module  # its tensors live on in ``state`` only, to be freed one by one
+    return state

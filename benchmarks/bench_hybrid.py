@@ -22,61 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, percentile
-
-WORDS_EN = [
-    "diagram",
-    "chart",
-    "sales",
-    "revenue",
-    "login",
-    "flow",
-    "gateway",
-    "service",
-    "database",
-    "cache",
-    "queue",
-    "photo",
-    "mountain",
-    "lake",
-    "sunset",
-    "invoice",
-    "total",
-    "report",
-    "quarterly",
-    "button",
-    "menu",
-    "search",
-    "user",
-    "screen",
-    "arrow",
-    "step",
-    "decision",
-    "bar",
-    "month",
-    "year",
-    "team",
-    "office",
-    "street",
-    "sign",
-    "parking",
-    "exit",
-]
-WORDS_ZH = [
-    "系统",
-    "架构",
-    "销售",
-    "报告",
-    "用户",
-    "登录",
-    "流程",
-    "年度",
-    "数据库",
-    "服务",
-    "网关",
-    "缓存",
-    "图表",
-    "月份",
-]
+from _synthetic import WORDS_EN, WORDS_ZH, synthetic_pack, synthetic_rows
 
 
 def main() -> None:
@@ -86,67 +32,22 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
 
-    from llama_index.core.embeddings import MockEmbedding
     from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
-    from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
-    from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
-    from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
-    from llama_index.packs.clip_hybrid.caption_store import CaptionStore
+    from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index
     from llama_index.packs.clip_hybrid.hybrid import RRFFusionRetriever
 
     rng = np.random.default_rng(0)
     words = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         uri = str(Path(tmp) / "bench.db")
-        pack = ClipHybridPack(
-            uri=uri,
-            embed_model=FastClipEmbedding(model_name="ViT-B/32"),  # never loaded here
-            captioner="none",
-            caption_embed=MockEmbedding(embed_dim=384),
-            similarity_top_k=10,
-        )
         started = time.perf_counter()
-        pack.store.ensure(dim=512, model="ViT-B/32")
-        captions = CaptionStore(pack.store)
-        captions.ensure(dim=384, model=embedding_identity(pack.caption_embed_model))
-        ids = [f"img-{i:07d}" for i in range(args.n)]
+        pack, captions = synthetic_pack(uri)
         texts = []
         for start in range(0, args.n, 5000):
-            part = ids[start : start + 5000]
-            img = rng.standard_normal((len(part), 512)).astype(np.float32)
-            img /= np.linalg.norm(img, axis=1, keepdims=True)
-            cap = rng.standard_normal((len(part), 384)).astype(np.float32)
-            cap /= np.linalg.norm(cap, axis=1, keepdims=True)
-            rows, cap_rows = [], []
-            for j, image_id in enumerate(part):
-                path = f"/bench/{image_id}.png"
-                text = " ".join(words.choice(WORDS_EN + WORDS_ZH) for _ in range(12))
-                texts.append(CaptionText(image_id, text, "s"))
-                rows.append(
-                    {
-                        "id": image_id,
-                        "vector": img[j].tolist(),
-                        "path": path,
-                        "sha256": image_id,
-                        "folder": "/bench",
-                        "category": "bench",
-                        "width": 1,
-                        "height": 1,
-                        "size": 1,
-                        "mtime": 0.0,
-                    }
-                )
-                cap_rows.append(
-                    {
-                        "id": image_id,
-                        "vector": cap[j].tolist(),
-                        "text": text,
-                        "sha256": image_id,
-                        "cache_key": "k",
-                        "captioner": "bench",
-                        "path": path,
-                    }
-                )
+            rows, cap_rows, chunk_texts, _ = synthetic_rows(
+                start, min(5000, args.n - start), rng, words
+            )
+            texts.extend(chunk_texts)
             pack.store.upsert(rows)
             captions.upsert(cap_rows)
         pack.store.flush()

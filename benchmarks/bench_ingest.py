@@ -4,6 +4,7 @@
     uv run python benchmarks/bench_ingest.py --images 10000 --rss     # peak RSS only
 
 Full-size ViT-B/32 shapes, random weights, Milvus Lite in a temp dir, 640x480 JPEGs.
+The CLIP image index only (captioner "none"); --captioner ocr adds offline OCR captions.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ def _current_rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_once(folder: Path, db: str, batch_size: int) -> dict[str, float]:
+def run_once(folder: Path, db: str, batch_size: int, captioner: str) -> dict[str, float]:
     pack = ClipHybridPack(
-        uri=db, clip_model=str(vit_b_32_checkpoint()), show_progress=False, batch_size=batch_size
+        uri=db,
+        clip_model=str(vit_b_32_checkpoint()),
+        show_progress=False,
+        batch_size=batch_size,
+        captioner=captioner,
     )
     samples: list[float] = []
     done = threading.Event()
@@ -60,15 +65,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rss", action="store_true", help="one first run in a child process")
+    parser.add_argument("--captioner", default="none", help="none (default) or ocr")
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_once(Path(args.child[0]), args.child[1], args.batch_size)))
+        result = run_once(Path(args.child[0]), args.child[1], args.batch_size, args.captioner)
+        print(json.dumps(result))
         return
     vit_b_32_checkpoint()
     folder = CACHE / f"photos-{args.images}"
     make_photos(folder, args.images)
-    print(f"machine: {machine()}; {args.images} images in {folder}")
+    print(f"machine: {machine()}; {args.images} images in {folder}; captioner {args.captioner}")
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         runs = 1 if args.rss else 2
@@ -83,6 +90,8 @@ def main() -> None:
                     db,
                     "--batch-size",
                     str(args.batch_size),
+                    "--captioner",
+                    args.captioner,
                 ],
                 capture_output=True,
                 text=True,

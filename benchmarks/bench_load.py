@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, percentile, vit_b_32_checkpoint
+from _synthetic import image_row
 from PIL import Image
 
 IMAGES = 500
@@ -59,18 +60,9 @@ def main() -> None:
         for start in range(0, args.n, 5000):
             pack.store.upsert(
                 [
-                    {
-                        "id": f"img-{i:07d}",
-                        "vector": vectors[i].tolist(),
-                        "path": str(images[i % IMAGES]),
-                        "sha256": f"{i:064x}",
-                        "folder": tmp,
-                        "category": f"c{i % 6}",
-                        "width": 320,
-                        "height": 240,
-                        "size": 1,
-                        "mtime": 0.0,
-                    }
+                    image_row(
+                        i, vectors[i], path=str(images[i % IMAGES]), folder=tmp, size=(320, 240)
+                    )
                     for i in range(start, min(start + 5000, args.n))
                 ]
             )

@@ -2,11 +2,11 @@
 
     uv run python benchmarks/bench_scale.py [--n 100000] [--queries 50]
 
-Synthetic data (seeded), as in bench_hybrid.py: N random L2-normalised 512-d "CLIP"
-vectors, N 384-d caption vectors and N 12-word English + Chinese captions, written through
-the pack's own stores into Milvus Lite. Model forward passes are not part of this (see
-bench_embedding.py and bench_ingest.py for images per second through CLIP); queries carry
-precomputed vectors. Measured:
+Synthetic data (seeded, ``_synthetic.py``), as in bench_hybrid.py: N random
+L2-normalised 512-d "CLIP" vectors, N 384-d caption vectors and N 12-word English +
+Chinese captions, written through the pack's own stores into Milvus Lite. Model forward
+passes are not part of this (see bench_embedding.py and bench_ingest.py for images per
+second through CLIP); queries carry precomputed vectors. Measured:
 
 - write rate: image rows and caption rows per second (upsert in chunks of 5,000 + flush);
 - BM25: build (jieba + stemming of every caption) and persist;
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine, peak_rss_mb, percentile
-from bench_hybrid import WORDS_EN, WORDS_ZH
+from _synthetic import WORDS_EN, WORDS_ZH, synthetic_pack, synthetic_rows
 
 _COLD = """
 import json, sys, time
@@ -58,68 +58,23 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
 
-    from llama_index.core.embeddings import MockEmbedding
     from llama_index.core.schema import QueryBundle
-    from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
     from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
-    from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
-    from llama_index.packs.clip_hybrid.caption_store import CaptionStore
 
     rng = np.random.default_rng(0)
     words = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         uri = str(Path(tmp) / "scale.db")
-        pack = ClipHybridPack(
-            uri=uri,
-            embed_model=FastClipEmbedding(model_name="ViT-B/32"),  # never loaded here
-            captioner="none",
-            caption_embed=MockEmbedding(embed_dim=384),
-            similarity_top_k=10,
-        )
-        pack.store.ensure(dim=512, model="ViT-B/32")
-        captions = CaptionStore(pack.store)
-        captions.ensure(dim=384, model=embedding_identity(pack.caption_embed_model))
+        pack, captions = synthetic_pack(uri)
         texts: list[CaptionText] = []
         image_s = caption_s = 0.0
         kept: list[np.ndarray] = []
         for start in range(0, args.n, 5000):
-            count = min(5000, args.n - start)
-            img = rng.standard_normal((count, 512)).astype(np.float32)
-            img /= np.linalg.norm(img, axis=1, keepdims=True)
-            cap = rng.standard_normal((count, 384)).astype(np.float32)
-            cap /= np.linalg.norm(cap, axis=1, keepdims=True)
+            rows, cap_rows, chunk_texts, img = synthetic_rows(
+                start, min(5000, args.n - start), rng, words
+            )
+            texts.extend(chunk_texts)
             kept.append(img[:2])
-            rows, cap_rows = [], []
-            for j in range(count):
-                image_id = f"img-{start + j:07d}"
-                path = f"/bench/{image_id}.png"
-                text = " ".join(words.choice(WORDS_EN + WORDS_ZH) for _ in range(12))
-                texts.append(CaptionText(image_id, text, "s"))
-                rows.append(
-                    {
-                        "id": image_id,
-                        "vector": img[j].tolist(),
-                        "path": path,
-                        "sha256": f"{start + j:064x}",
-                        "folder": "/bench",
-                        "category": f"c{j % 6}",
-                        "width": 1,
-                        "height": 1,
-                        "size": 1,
-                        "mtime": 0.0,
-                    }
-                )
-                cap_rows.append(
-                    {
-                        "id": image_id,
-                        "vector": cap[j].tolist(),
-                        "text": text,
-                        "sha256": f"{start + j:064x}",
-                        "cache_key": "k",
-                        "captioner": "bench",
-                        "path": path,
-                    }
-                )
             t = time.perf_counter()
             pack.store.upsert(rows)
             image_s += time.perf_counter() - t

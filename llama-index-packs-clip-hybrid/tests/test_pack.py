@@ -323,3 +323,13 @@ def test_not_recursive_takes_only_the_top_folder(pack, image_dir) -> None:  # ty
     report = pack.ingest(image_dir, recursive=False)
     assert (report.seen, report.indexed) == (1, 1)
     assert pack.ingest(image_dir).indexed == len(list(image_dir.rglob("*.png"))) - 1
+
+
+def test_ingestion_loads_only_the_image_tower(milvus_uri, tiny_clip_checkpoint, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack = ClipHybridPack(
+        uri=milvus_uri, clip_model=str(tiny_clip_checkpoint), captioner="none", similarity_top_k=3
+    )
+    assert pack.ingest(image_dir).indexed > 0
+    assert pack.embed_model.loaded_towers == {"visual"}
+    assert len(pack.run("system architecture diagram")) == 3  # the text tower loads now
+    assert pack.embed_model.loaded_towers == {"visual", "text"}

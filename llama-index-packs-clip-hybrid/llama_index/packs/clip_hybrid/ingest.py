@@ -34,6 +34,7 @@ from .images import (
     to_rgb,
     working_image,
 )
+from .memory import release_free_memory
 from .no_clip import PLACEHOLDER, NoClipEmbedding
 from .store import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
 
@@ -193,6 +194,7 @@ class ImageIngestor:
                 chunk.decoded = pool.submit(self._decode, chunk.todo, report)
                 if pending is not None:
                     self._write(pending, report)
+                    release_free_memory()  # the written chunk's buffers: see memory.py
                 pending = chunk
                 if progress is not None:
                     progress.update(len(batch))

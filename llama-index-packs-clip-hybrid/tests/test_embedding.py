@@ -144,10 +144,13 @@ def test_a_state_dict_checkpoint_loads(tmp_path, tiny_clip_checkpoint, fast_clip
     assert np.allclose(
         embed.get_text_embedding_batch(TEXTS), fast_clip.get_text_embedding_batch(TEXTS), atol=1e-6
     )
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
     junk = tmp_path / "junk.pt"
-    torch.save({"weights": torch.zeros(3)}, junk)
-    with pytest.raises(ClipWeightsUnavailableError, match=r"Could not read .*nor a CLIP state"):
-        FastClipEmbedding(model_name=str(junk)).get_text_embedding("x")
+    junk.write_bytes(b"not a checkpoint at all")
+    for path in (other, junk):
+        with pytest.raises(ClipWeightsUnavailableError, match=r"Could not read .*nor a CLIP state"):
+            FastClipEmbedding(model_name=str(path)).get_text_embedding("x")
 
 
 def test_bf16_agrees_with_fp32(tiny_clip_checkpoint, fast_clip, sample_images) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -117,11 +118,17 @@ def read_state_dict(path: str) -> dict[str, Any]:
             # A path, not a file object: from a file object (as clip.load passes it),
             # torch.jit.load buffers the whole archive, +1.2 GB at peak for ViT-B/32.
             module = torch.jit.load(path, map_location="cpu")
-    except RuntimeError:  # not TorchScript: a plain state dict, read without copying
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not TorchScript: a plain state dict, mapped rather than read
+        try:
+            state = torch.load(
+                path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+            )
+        except Exception as exc:  # whatever the bytes are, one sentence about them
+            state = exc
         if not isinstance(state, dict) or "text_projection" not in state:
+            why = f" ({type(state).__name__}: {state})" if isinstance(state, Exception) else ""
             raise RuntimeError(
-                f"{path} is neither a TorchScript CLIP archive nor a CLIP state dict"
+                f"{path} is neither a TorchScript CLIP archive nor a CLIP state dict{why}"
             ) from None
         return dict(state)
     state = dict(module.state_dict())

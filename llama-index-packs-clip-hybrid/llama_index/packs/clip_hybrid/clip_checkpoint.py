@@ -77,11 +77,12 @@ def load_towers(
     """
     import torch
 
+    for key in list(state):  # first free what is not wanted, then convert the rest
+        if key in _SETTINGS or (tower_of(key) not in towers and key != "logit_scale"):
+            del state[key]
     taken = {}
     for key in list(state):
         tensor = state.pop(key)
-        if key in _SETTINGS or (tower_of(key) not in towers and key != "logit_scale"):
-            continue
         if tensor.is_floating_point():
             taken[key] = tensor.to(device=device, dtype=torch.float32)
         else:

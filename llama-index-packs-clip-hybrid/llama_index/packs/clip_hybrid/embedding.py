@@ -36,6 +36,7 @@ from .images import (
     to_rgb,
     working_image,
 )
+from .memory import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ class FastClipEmbedding(ClipEmbedding):
         self._path = path
         if tower is not None:
             self._towers.add(tower)
+        release_free_memory()  # the checkpoint's stored copy, freed in pieces
         logger.info("Loaded CLIP %s on %s (%s), towers: %s", name, device, dtype, towers)
 
     def _load_tower(self, tower: Tower) -> None:
@@ -249,6 +251,7 @@ class FastClipEmbedding(ClipEmbedding):
             raise self._unavailable(exc) from exc
         _cast_weights(self._model, self._dtype)
         self._towers.add(tower)
+        release_free_memory()
         logger.info("Loaded the %s tower of CLIP %s", tower, self.model_name)
 
     def _unavailable(self, exc: BaseException) -> ClipWeightsUnavailableError:

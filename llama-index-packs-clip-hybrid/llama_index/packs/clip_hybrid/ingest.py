@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageDocument, ImageNode
 from PIL import Image
@@ -158,7 +159,9 @@ class ImageIngestor:
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.show_progress = show_progress
-        self._vector_cache: OrderedDict[str, list[float]] = OrderedDict()
+        # Vectors of the last 4096 contents, as float32 (what Milvus stores): 2 KB each,
+        # where a list of 512 Python floats takes 16 KB.
+        self._vector_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._dim_checked = False
 
     # -- public --------------------------------------------------------------------------
@@ -312,7 +315,7 @@ class ImageIngestor:
         missing = [i.sha256 for i in todo if i.sha256 not in self._vector_cache]
         known = self.store.vectors_by_sha256(missing) if missing else {}
         for item in todo:
-            item.vector = self._vector_cache.get(item.sha256) or known.get(item.sha256)
+            item.vector = self._cached(item.sha256) or known.get(item.sha256)
         return _Chunk(todo=todo)
 
     def _decode(self, todo: list[_Item], report: IngestReport) -> list[tuple[_Item, Image.Image]]:
@@ -363,7 +366,7 @@ class ImageIngestor:
         embedded = {id(item) for item, _ in decoded}
         rows = []
         for item in chunk.todo:
-            found = item.vector or self._vector_cache.get(item.sha256)
+            found = item.vector or self._cached(item.sha256)
             if found is None:
                 if (item.path or item.id) not in failed:
                     report.failed.append(IngestFailure(item.path or item.id, "no vector"))
@@ -402,8 +405,12 @@ class ImageIngestor:
         vectors = model.get_image_embedding_batch(sources)
         return [unit_vector(v) for v in vectors]
 
+    def _cached(self, digest: str) -> list[float] | None:
+        vector = self._vector_cache.get(digest)
+        return None if vector is None else vector.tolist()
+
     def _remember(self, digest: str, vector: list[float]) -> None:
-        self._vector_cache[digest] = vector
+        self._vector_cache[digest] = np.asarray(vector, dtype=np.float32)
         self._vector_cache.move_to_end(digest)
         while len(self._vector_cache) > 4096:
             self._vector_cache.popitem(last=False)

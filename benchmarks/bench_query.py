@@ -7,7 +7,9 @@ by ImageStore (HNSW, COSINE). Each query is timed through ClipTextToImageRetriev
 precomputed query vector (the CLIP text forward is measured in bench_embedding.py) and
 through a raw MilvusClient.search on the same collection, interleaved. Recall@10 is
 against exact numpy search, for random queries and for perturbed copies of stored
-vectors (closer to real image->image queries).
+vectors (closer to real image->image queries). The raw search is also timed with Milvus
+Lite's own search code (our lite_search.py switched off for that call): what a plain
+pymilvus user of Milvus Lite gets.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from _common import machine, peak_rss_mb, percentile
 from llama_index.core.schema import QueryBundle
-from llama_index.packs.clip_hybrid import ClipTextToImageRetriever, ImageStore
+from llama_index.packs.clip_hybrid import ClipTextToImageRetriever, ImageStore, lite_search
 
 
 def main() -> None:
@@ -79,7 +81,8 @@ def main() -> None:
         retriever = ClipTextToImageRetriever(store=store, embed_model=None, similarity_top_k=10)  # type: ignore[arg-type]
         client = store.client
         params = {"metric_type": "COSINE", "params": dict(store.index.search_params)}
-        ours_ms, raw_ms = [], []
+        ours_ms, raw_ms, lite_ms = [], [], []
+        fields = ["path", "sha256", "folder", "category", "width", "height", "size", "mtime"]
         for name, queries in (("random", random_q), ("perturbed", near_q)):
             exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
             recalls = []
@@ -92,20 +95,24 @@ def main() -> None:
                     store.collection_name,
                     data=[vector],
                     limit=10,
-                    output_fields=[
-                        "path",
-                        "sha256",
-                        "folder",
-                        "category",
-                        "width",
-                        "height",
-                        "size",
-                        "mtime",
-                    ],
+                    output_fields=fields,
                     search_params=params,
                     anns_field="vector",
                 )
                 t2 = time.perf_counter()
+                if qi % 4 == 0:  # Milvus Lite's own search, a quarter of the queries
+                    lite_search.uninstall()
+                    t3 = time.perf_counter()
+                    client.search(
+                        store.collection_name,
+                        data=[vector],
+                        limit=10,
+                        output_fields=fields,
+                        search_params=params,
+                        anns_field="vector",
+                    )
+                    lite_ms.append((time.perf_counter() - t3) * 1000)
+                    lite_search.install()
                 ours_ms.append((t1 - t0) * 1000)
                 raw_ms.append((t2 - t1) * 1000)
                 got = {int(h.node.node_id[3:]) for h in hits}
@@ -120,6 +127,12 @@ def main() -> None:
             f"raw pymilvus {p50r:.1f} / {percentile(raw_ms, 95):.1f} ms; "
             f"ratio p50 {p50o / p50r:.2f} (target <= 1.25)"
         )
+        if lite_ms:
+            p50l = percentile(lite_ms, 50)
+            print(
+                f"raw pymilvus on Milvus Lite's own search (lite_search off): p50 {p50l:.1f} / "
+                f"p95 {percentile(lite_ms, 95):.1f} ms, {p50l / p50r:.1f}x the raw search above"
+            )
         numpy_ms = []
         for q in random_q[:50]:
             t0 = time.perf_counter()

@@ -342,13 +342,20 @@ class ClipHybridPack(_PackBase):
     # -- retrieval -----------------------------------------------------------------------
 
     def text_retriever(
-        self, *, similarity_top_k: int | None = None, filters: MetadataFilters | None = None
+        self,
+        *,
+        similarity_top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        read_rows: bool = True,
     ) -> ClipTextToImageRetriever:
+        """CLIP text->image; ``read_rows=False`` returns id-only nodes (for a fusion that
+        reads the rows of its final top-k, as :meth:`hybrid_retriever` does)."""
         return ClipTextToImageRetriever(
             store=self.store,
             embed_model=self.embed_model,
             similarity_top_k=similarity_top_k or self.similarity_top_k,
             filters=filters,
+            read_rows=read_rows,
         )
 
     def image_retriever(
@@ -387,7 +394,9 @@ class ClipHybridPack(_PackBase):
                     similarity_top_k=candidates, filters=filters, keep_self_hit=keep
                 )
             else:
-                clip = self.text_retriever(similarity_top_k=candidates, filters=filters)
+                clip = self.text_retriever(
+                    similarity_top_k=candidates, filters=filters, read_rows=False
+                )
             branches[BRANCH_CLIP] = clip
         common = {
             "images": self.store,

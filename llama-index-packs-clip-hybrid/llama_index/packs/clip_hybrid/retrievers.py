@@ -46,6 +46,7 @@ class _StoreRetriever(BaseRetriever):
         similarity_top_k: int = 5,
         filters: MetadataFilters | None = None,
         callback_manager: CallbackManager | None = None,
+        read_rows: bool = True,
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
@@ -54,12 +55,16 @@ class _StoreRetriever(BaseRetriever):
         self.similarity_top_k = similarity_top_k
         self.filters = filters
         self._expr = filters_to_expr(filters)  # validates the filters now
+        self.read_rows = read_rows
         super().__init__(callback_manager=callback_manager)
 
     def _search(self, vector: list[float]) -> list[NodeWithScore]:
+        fields = BUILTIN_FIELDS if self.read_rows else ()
         hits = self.store.search(
-            vector, limit=self.similarity_top_k, filter=self._expr, output_fields=BUILTIN_FIELDS
+            vector, limit=self.similarity_top_k, filter=self._expr, output_fields=fields
         )
+        if not self.read_rows:  # ids and scores: a fusion reads the rows of its top-k only
+            return [NodeWithScore(node=ImageNode(id_=h.id), score=h.score) for h in hits]
         return [hit_to_node(hit) for hit in hits]
 
     async def _asearch(self, vector: list[float]) -> list[NodeWithScore]:

@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import lite_search
+
 DEFAULT_URI = "./clip_hybrid.db"
 DEFAULT_COLLECTION = "images"
 MODEL_PROPERTY = "clip_hybrid.embed_model"
@@ -28,12 +30,12 @@ class IndexConfig:
     search_params: tuple[tuple[str, Any], ...] = ()
 
 
-#: Milvus Lite (3.2.2) walks every row in Python on each query (~150-200 ms at 100k
-#: whatever the index; FAISS itself takes ~2 ms), so approximate search buys little
-#: there. IVF_FLAT with nprobe = nlist scans every cluster: exact top-k (recall 1.0),
-#: ~3x faster than FLAT, and built in seconds (HNSW takes ~200 s at 100k, searching by
-#: brute force meanwhile). nlist is Lite's default 128: Lite drops build parameters
-#: passed the usual way (it reads only a nested "params" key), so none are passed.
+#: Milvus Lite: IVF_FLAT with nprobe = nlist scans every cluster, so top-k is exact
+#: (recall 1.0) and the index builds in seconds (HNSW takes ~200 s at 100k, searching by
+#: brute force meanwhile). Lite's own per-query walk over every row is gone
+#: (lite_search.py), so FAISS is most of a query now: ~25 ms of ~45 at 100k. nlist is
+#: Lite's default 128: Lite drops build parameters passed the usual way (it reads only a
+#: nested "params" key), so none are passed.
 LITE_INDEX = IndexConfig("IVF_FLAT", params=(), search_params=(("nprobe", 128),))
 
 #: A Milvus server or cluster: HNSW, the usual choice for CLIP-sized vectors at scale.
@@ -148,6 +150,7 @@ class ImageStore:
                         parent = os.path.dirname(os.path.abspath(self.uri))
                         os.makedirs(parent, exist_ok=True)
                         _quiet_lite_noise()
+                        lite_search.install()  # see lite_search.py
                     try:
                         self._client = MilvusClient(uri=self.uri, token=self._token or "")
                     except Exception as exc:
@@ -395,13 +398,16 @@ class ImageStore:
             data=[list(vector)],
             limit=limit,
             filter=filter,
-            output_fields=[*output_fields, "$meta"] if output_fields else None,
+            # No fields wanted: ask for the key alone. An empty list means "every field" to
+            # Milvus Lite (3.2.2), vectors included, and "none" to a Milvus server.
+            output_fields=[*output_fields, "$meta"] if output_fields else ["id"],
             search_params={"metric_type": "COSINE", "params": params},
             anns_field="vector",
         )
         hits = []
         for hit in result[0]:
             entity = dict(hit.get("entity", {}))
+            entity.pop("id", None)
             meta = entity.pop("$meta", None)
             if isinstance(meta, dict):
                 entity.update(meta)

@@ -1,0 +1,220 @@
+"""Milvus Lite's dense search with cached row masks (lite_search.py) against upstream's.
+
+Real Milvus Lite in a temp dir: collections with several segments, the same keys upserted
+into more than one of them, deletes, filters, dynamic fields and unflushed rows. Every
+search runs twice, through our path and through upstream's, and must give the same hits.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from llama_index.packs.clip_hybrid import lite_search
+
+DIM = 8
+
+
+@pytest.fixture
+def restore_lite_search() -> Iterator[None]:
+    """Leave the module as the rest of the suite expects it: installed."""
+    yield
+    lite_search.install()
+
+
+def _client(tmp_path: Path, index_type: str) -> Any:
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(uri=str(tmp_path / "lite.db"))
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    schema.add_field("tag", DataType.INT64)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type=index_type, metric_type="COSINE")
+    client.create_collection("c", schema=schema, index_params=index)
+    return client
+
+
+def _rows(rng: np.random.Generator, ids: list[int], version: int) -> list[dict[str, Any]]:
+    vectors = rng.standard_normal((len(ids), DIM)).astype(np.float32)
+    return [
+        {"id": f"k{i}", "vector": v.tolist(), "tag": i % 5, "version": version}
+        for i, v in zip(ids, vectors, strict=True)
+    ]
+
+
+def _build(client: Any, rng: np.random.Generator) -> None:
+    """Three flushed segments; keys 20-59 rewritten in later ones; 10 keys deleted."""
+    client.insert("c", _rows(rng, list(range(0, 100)), 1))
+    client.flush("c")
+    client.upsert("c", _rows(rng, list(range(20, 60)), 2))
+    client.flush("c")
+    client.upsert("c", _rows(rng, list(range(40, 80)) + list(range(100, 130)), 3))
+    client.delete("c", ids=[f"k{i}" for i in (3, 25, 45, 70, 101, 102, 103, 104, 105, 106)])
+    client.flush("c")
+    _wait_for_index(client)
+
+
+def _wait_for_index(client: Any) -> None:
+    """Lite builds the ANN index after a flush, in the background: until it is attached,
+    a search runs brute force, so two searches either side of that moment differ."""
+    deadline = time.monotonic() + 60
+    while client.describe_index("c", "vector").get("pending_index_rows", 0):
+        assert time.monotonic() < deadline, "the index was not built within 60 s"
+        time.sleep(0.05)
+
+
+def _search_both(client: Any, **kwargs: Any) -> tuple[Any, Any]:
+    lite_search.install()
+    ours = client.search("c", **kwargs)
+    lite_search.uninstall()
+    theirs = client.search("c", **kwargs)
+    lite_search.install()
+    return [list(q) for q in ours], [list(q) for q in theirs]
+
+
+@pytest.mark.parametrize("index_type", ["FLAT", "IVF_FLAT"])
+def test_same_hits_as_upstream(tmp_path: Path, index_type: str, restore_lite_search: None) -> None:
+    rng = np.random.default_rng(7)
+    client = _client(tmp_path, index_type)
+    _build(client, rng)
+    assert lite_search.install(), "lite_search should be active for this milvus-lite"
+    params = {"metric_type": "COSINE", "params": {"nprobe": 128}}
+    cases: list[dict[str, Any]] = [
+        {"output_fields": ["tag"]},
+        {"output_fields": ["tag", "version"]},
+        {"output_fields": ["*"]},
+        {"output_fields": ["id"]},
+        {"output_fields": None},
+        {"output_fields": ["tag"], "filter": "tag in [1, 3]"},
+        {"output_fields": ["$meta"], "filter": "version == 2"},
+    ]
+    compared = 0
+    for case in cases:
+        queries = rng.standard_normal((3, DIM)).astype(np.float32).tolist()
+        ours, theirs = _search_both(
+            client, data=queries, limit=15, search_params=params, anns_field="vector", **case
+        )
+        assert ours == theirs, case
+        compared += sum(len(q) for q in ours)
+    assert compared > 50
+    ids = {hit["id"] for q in ours for hit in q}
+    assert not ids & {"k3", "k25", "k45", "k70"}, "deleted keys must not come back"
+    client.close()
+
+
+def test_rewritten_keys_return_their_newest_row_once(
+    tmp_path: Path, restore_lite_search: None
+) -> None:
+    rng = np.random.default_rng(3)
+    client = _client(tmp_path, "FLAT")
+    _build(client, rng)
+    lite_search.install()
+    newest = client.get("c", ids=["k50"], output_fields=["vector", "version"])[0]
+    hits = client.search(
+        "c", data=[newest["vector"]], limit=200, output_fields=["version"], anns_field="vector"
+    )[0]
+    ids = [h["id"] for h in hits]
+    assert len(ids) == len(set(ids)) == 130 - 10
+    assert hits[0]["id"] == "k50" and hits[0]["entity"]["version"] == 3
+    client.close()
+
+
+def test_unflushed_rows_and_deletes_are_seen(tmp_path: Path, restore_lite_search: None) -> None:
+    """With rows or deletes still in the memtable, upstream's code answers."""
+    rng = np.random.default_rng(5)
+    client = _client(tmp_path, "FLAT")
+    _build(client, rng)
+    lite_search.install()
+    fresh = _rows(rng, [7], 9)
+    client.upsert("c", fresh)
+    client.delete("c", ids=["k8"])
+    for _ in range(2):  # the second run would come from a stale cache
+        found = client.search("c", data=[fresh[0]["vector"]], limit=130, output_fields=["version"])
+        hits = found[0]
+        assert hits[0]["id"] == "k7" and hits[0]["entity"]["version"] == 9
+        assert "k8" not in {h["id"] for h in hits}
+    client.flush("c")
+    _wait_for_index(client)
+    ours, theirs = _search_both(
+        client, data=[fresh[0]["vector"]], limit=130, output_fields=["version"]
+    )
+    assert ours == theirs
+    assert "k8" not in {h["id"] for h in ours[0]}
+    client.close()
+
+
+def test_upstream_walks_every_row_on_every_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_lite_search: None
+) -> None:
+    """The upstream cost this module removes: one tombstone check per stored row per
+    search. When this fails because upstream stopped walking, delete lite_search.py."""
+    from milvus_lite.storage.delta_index import DeltaIndex
+
+    rng = np.random.default_rng(11)
+    client = _client(tmp_path, "FLAT")
+    _build(client, rng)
+    calls = {"n": 0}
+    original = DeltaIndex.is_deleted
+
+    def counting(self: DeltaIndex, pk: Any, seq: int) -> bool:
+        calls["n"] += 1
+        return original(self, pk, seq)
+
+    monkeypatch.setattr(DeltaIndex, "is_deleted", counting)
+    query = [random.Random(1).random() for _ in range(DIM)]
+    lite_search.uninstall()
+    client.search("c", data=[query], limit=5)
+    client.search("c", data=[query], limit=5)
+    live_keys = 130 - 10
+    assert calls["n"] >= 2 * live_keys  # every key's newest row, on every search
+
+    lite_search.install()
+    calls["n"] = 0
+    first = client.search("c", data=[query], limit=5)
+    second = client.search("c", data=[query], limit=5)
+    assert calls["n"] == 0
+    assert [h["id"] for h in first[0]] == [h["id"] for h in second[0]]
+    client.close()
+
+
+def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch, restore_lite_search: None):
+    lite_search.uninstall()
+    monkeypatch.setenv(lite_search.ENV_SWITCH, "0")
+    assert lite_search.install() is False
+    from milvus_lite.engine import collection
+    from milvus_lite.search import executor_indexed
+
+    assert collection.execute_search_with_index is executor_indexed.execute_search_with_index
+    monkeypatch.delenv(lite_search.ENV_SWITCH)
+
+
+def test_store_search_without_fields_reads_ids_only(tmp_path: Path) -> None:
+    """An empty field list means "every field, vectors included" to Milvus Lite and
+    "none" to a server; the store asks for the key alone, as the fusion's branches want."""
+    from llama_index.packs.clip_hybrid import ImageStore
+
+    store = ImageStore(uri=str(tmp_path / "s.db"))
+    store.ensure(dim=DIM)
+    rng = np.random.default_rng(2)
+    rows = []
+    for i, v in enumerate(rng.standard_normal((5, DIM)).astype(np.float32)):
+        rows.append(
+            {"id": f"i{i}", "vector": (v / np.linalg.norm(v)).tolist(), "path": f"/p/{i}.jpg"}
+            | {"sha256": "0" * 64, "folder": "/p", "category": "p", "width": 1, "height": 1}
+            | {"size": 1, "mtime": 0.0}
+        )
+    store.upsert(rows)
+    store.flush()
+    bare = store.search(rows[0]["vector"], limit=3, output_fields=())
+    assert len(bare) == 3 and bare[0].id == "i0"
+    assert all(h.fields == {} for h in bare)
+    full = store.search(rows[0]["vector"], limit=3)
+    assert full[0].fields["path"] == "/p/0.jpg" and "vector" not in full[0].fields
+    store.close()

@@ -82,6 +82,38 @@ def test_checkpoints_stored_in_fp16_load_and_embed(tmp_path, fast_clip) -> None:
     assert (ours * np.asarray(fast_clip.get_text_embedding_batch(TEXTS))).sum(axis=1).min() >= 0.99
 
 
+def test_image_tower_keeps_fp16_matrices_only_where_exact(
+    tmp_path, tiny_clip_checkpoint, sample_images
+) -> None:  # type: ignore[no-untyped-def]
+    """On a CPU in fp32 an fp16-stored checkpoint's image matrices live as fp16 only
+    (half the memory); the vectors are upstream's. fp32 checkpoints keep fp32."""
+    half = str(make_tiny_clip_checkpoint(tmp_path / "half.pt", seed=5, half=True))
+    paths = [str(s.path) for s in sample_images]
+
+    def matrix_bytes(embed: FastClipEmbedding) -> int:
+        visual = embed._model.visual
+        return sum(p.numel() * p.element_size() for p in visual.transformer.parameters())
+
+    packed = FastClipEmbedding(model_name=half, precision="fp32")
+    plain = FastClipEmbedding(model_name=half, precision="fp32", fp16_image_weights=False)
+    ours = np.asarray(packed.get_image_embedding_batch(paths))
+    exact = np.asarray(plain.get_image_embedding_batch(paths))
+    upstream = _unit([ClipEmbedding(model_name=half).get_image_embedding(p) for p in paths])
+    assert matrix_bytes(packed) < 0.1 * matrix_bytes(plain), "fp32 matrices still held"
+    assert (ours * exact).sum(axis=1).min() >= 0.99999
+    assert (ours * upstream).sum(axis=1).min() >= 0.9999
+    # A query image goes through the same tower.
+    assert np.asarray(packed.get_image_embedding(paths[0])) @ ours[0] >= 0.99999
+
+    fp32 = FastClipEmbedding(model_name=str(tiny_clip_checkpoint), precision="fp32")
+    fp32.get_image_embedding_batch(paths[:2])
+    kept = FastClipEmbedding(
+        model_name=str(tiny_clip_checkpoint), precision="fp32", fp16_image_weights=False
+    )
+    kept.get_image_embedding_batch(paths[:2])
+    assert matrix_bytes(fp32) == matrix_bytes(kept), "fp32 values would have been rounded"
+
+
 def test_loads_the_same_model_as_clip_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """One copy of the weights at a time, but the very model clip.load builds."""
     import clip
@@ -227,3 +259,17 @@ def test_configuration_errors() -> None:
         FastClipEmbedding(device="cpu", precision="fp16")
     with pytest.raises(ValueError):
         FastClipEmbedding(embed_batch_size=0)
+
+
+def test_model_sized_images_preprocess_to_the_same_pixels(fast_clip, sample_images) -> None:  # type: ignore[no-untyped-def]
+    """Ingestion shrinks images to the model's size on its decode thread; the tensor the
+    model then sees is the one the whole preprocessing makes from the original."""
+    import torch
+    from llama_index.packs.clip_hybrid.images import open_working_image
+
+    for sample in sample_images:
+        img = open_working_image(sample.path)
+        small = fast_clip.model_sized(img.copy())
+        side = fast_clip._model.visual.input_resolution
+        assert small.size == (side, side)
+        assert torch.equal(fast_clip._preprocess(small), fast_clip._preprocess(img))

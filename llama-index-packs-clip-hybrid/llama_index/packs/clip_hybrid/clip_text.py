@@ -28,38 +28,48 @@ SMALL_BATCH_TOKENS = 64
 
 
 @dataclass
-class Fp16TextWeights:
-    """fp16 packed copies of the text tower's four matrices per block (fbgemm kernels)."""
+class PackedBlocks:
+    """fp16 packed copies of a transformer's four matrices per block (fbgemm kernels)."""
 
     blocks: list[tuple[Any, Any, Any, Any]]  # in_proj, out_proj, c_fc, c_proj
+
+
+def pack_blocks(resblocks: Any) -> PackedBlocks | None:
+    """Pack each residual block's matrices; None where this torch build lacks the kernels."""
+    import torch
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        return None
+    try:
+        prepack = torch.ops.quantized.linear_prepack_fp16
+        blocks = []
+        for block in resblocks:
+            attn, mlp = block.attn, block.mlp
+            blocks.append(
+                (
+                    prepack(attn.in_proj_weight.float(), attn.in_proj_bias.float()),
+                    prepack(attn.out_proj.weight.float(), attn.out_proj.bias.float()),
+                    prepack(mlp.c_fc.weight.float(), mlp.c_fc.bias.float()),
+                    prepack(mlp.c_proj.weight.float(), mlp.c_proj.bias.float()),
+                )
+            )
+    except (RuntimeError, AttributeError) as exc:  # kernels missing from this build
+        logger.debug("fp16 packed weights unavailable (%s); using fp32", exc)
+        return None
+    return PackedBlocks(blocks)
+
+
+class Fp16TextWeights(PackedBlocks):
+    """fp16 packed copies of the text tower's matrices (kept beside the fp32 ones)."""
 
     @classmethod
     def pack(cls, model: Any) -> Fp16TextWeights | None:
         """Pack ``model``'s text tower; None where this torch build lacks the kernels."""
-        import torch
-
-        if "fbgemm" not in torch.backends.quantized.supported_engines:
-            return None
-        try:
-            prepack = torch.ops.quantized.linear_prepack_fp16
-            blocks = []
-            for block in model.transformer.resblocks:
-                attn, mlp = block.attn, block.mlp
-                blocks.append(
-                    (
-                        prepack(attn.in_proj_weight.float(), attn.in_proj_bias.float()),
-                        prepack(attn.out_proj.weight.float(), attn.out_proj.bias.float()),
-                        prepack(mlp.c_fc.weight.float(), mlp.c_fc.bias.float()),
-                        prepack(mlp.c_proj.weight.float(), mlp.c_proj.bias.float()),
-                    )
-                )
-        except (RuntimeError, AttributeError) as exc:  # kernels missing from this build
-            logger.debug("fp16 text weights unavailable (%s); using fp32", exc)
-            return None
-        return cls(blocks)
+        packed = pack_blocks(model.transformer.resblocks)
+        return None if packed is None else cls(packed.blocks)
 
 
-def encode_text(model: Any, tokens: Any, dtype: Any, fp16: Fp16TextWeights | None) -> Any:
+def encode_text(model: Any, tokens: Any, dtype: Any, fp16: PackedBlocks | None) -> Any:
     """Text features (not normalised) of ``tokens`` (texts x width, end token = max id).
 
     ``fp16``: packed weights to use instead of the model's (pass them for small batches).

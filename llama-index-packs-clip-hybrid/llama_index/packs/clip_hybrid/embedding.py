@@ -28,7 +28,8 @@ from .clip_checkpoint import (
     load_towers,
     read_state_dict,
 )
-from .clip_text import SMALL_BATCH_TOKENS, Fp16TextWeights, encode_text
+from .clip_image import encode_image, pack_image_tower
+from .clip_text import SMALL_BATCH_TOKENS, Fp16TextWeights, PackedBlocks, encode_text
 from .images import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
@@ -44,6 +45,11 @@ DEFAULT_CLIP_MODEL = "ViT-B/32"
 CLIP_CONTEXT_LENGTH = 77
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+#: Images per forward pass on a CPU. ViT-B/32 runs as fast with 16 as with 32 or 64
+#: there (11.8 vs 12.2 img/s, within the noise), and 16 holds half the activations of
+#: 32: peak RSS ingesting 1,500 images 1.41 GB vs 1.51 GB (benchmarks/bench_ingest.py).
+CPU_IMAGES_PER_FORWARD = 16
 
 
 #: Seconds without data before a weights download is abandoned (the clip package sets none).
@@ -114,11 +120,21 @@ class FastClipEmbedding(ClipEmbedding):
             "exact for OpenAI's checkpoints (stored in fp16). False: fp32 weights only."
         ),
     )
+    fp16_image_weights: bool = Field(
+        default=True,
+        description=(
+            "On a CPU in fp32, keep the image tower's matrices as fp16 only, where that "
+            "loses nothing (every value is an fp16 value, as in OpenAI's checkpoints): "
+            "the same vectors at half the memory (-170 MB for ViT-B/32), and faster. "
+            "Other checkpoints keep fp32. False: fp32 always."
+        ),
+    )
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _dtype: Any = PrivateAttr(default=None)
     _fp16_text: Fp16TextWeights | None = PrivateAttr(default=None)
     _fp16_text_packed: bool = PrivateAttr(default=False)
+    _fp16_image: PackedBlocks | None = PrivateAttr(default=None)
     _towers: set[str] = PrivateAttr(default_factory=set)
     _path: str | None = PrivateAttr(default=None)
 
@@ -132,6 +148,7 @@ class FastClipEmbedding(ClipEmbedding):
         download_root: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         fp16_query_weights: bool = True,
+        fp16_image_weights: bool = True,
         **kwargs: Any,
     ) -> None:
         # Skip ClipEmbedding.__init__: it imports clip and loads (downloads) the model.
@@ -144,6 +161,7 @@ class FastClipEmbedding(ClipEmbedding):
             download_root=download_root,
             max_pixels=max_pixels,
             fp16_query_weights=fp16_query_weights,
+            fp16_image_weights=fp16_image_weights,
             **kwargs,
         )
         self._model = None
@@ -239,6 +257,8 @@ class FastClipEmbedding(ClipEmbedding):
         self._path = path
         if tower is not None:
             self._towers.add(tower)
+        if tower == "visual":
+            self._pack_image_tower()
         release_free_memory()  # the checkpoint's stored copy, freed in pieces
         logger.info("Loaded CLIP %s on %s (%s), towers: %s", name, device, dtype, towers)
 
@@ -251,8 +271,22 @@ class FastClipEmbedding(ClipEmbedding):
             raise self._unavailable(exc) from exc
         _cast_weights(self._model, self._dtype)
         self._towers.add(tower)
+        if tower == "visual":
+            self._pack_image_tower()
         release_free_memory()
         logger.info("Loaded the %s tower of CLIP %s", tower, self.model_name)
+
+    def _pack_image_tower(self) -> None:
+        """fp16-only image matrices on a CPU in fp32, where exact (see clip_image.py)."""
+        import torch
+
+        if (
+            self.fp16_image_weights
+            and self._device == "cpu"
+            and self._dtype == torch.float32
+            and _is_vit(self._model)
+        ):
+            self._fp16_image = pack_image_tower(self._model)
 
     def _unavailable(self, exc: BaseException) -> ClipWeightsUnavailableError:
         name = self.model_name
@@ -376,12 +410,36 @@ class FastClipEmbedding(ClipEmbedding):
             out.extend(self._encode_images(tensor))
         return out
 
+    def model_sized(self, img: Image.Image) -> Image.Image:
+        """``img`` (RGB, at the working size) resized and cropped as CLIP's preprocessing
+        does before it makes a tensor: 224 x 224 for ViT-B/32, ~150 KB however large the
+        photo. Preprocessing the result again changes nothing (resizing and cropping to
+        the size an image has is the identity), so ingestion calls this on its decode
+        thread and holds small images, not decoded photos, until the forward pass."""
+        from torchvision.transforms import CenterCrop, Resize
+
+        self._ensure_loaded(None)
+        preprocess = self._preprocess
+        assert preprocess is not None
+        for step in preprocess.transforms:
+            if not isinstance(step, (Resize, CenterCrop)):
+                break
+            img = step(img)
+        return img
+
     def _prepare_batch(self, items: list[Any]) -> Any:
         import torch
 
         preprocess = self._preprocess
         assert preprocess is not None
-        return torch.stack([preprocess(self._as_rgb(item)) for item in items])
+        batch = None
+        for i, item in enumerate(items):  # filled in place: no second copy from a stack
+            pixels = preprocess(self._as_rgb(item))
+            if batch is None:
+                batch = torch.empty((len(items), *pixels.shape), dtype=pixels.dtype)
+            batch[i] = pixels
+        assert batch is not None, "no images in the batch"
+        return batch
 
     def _as_rgb(self, item: Any) -> Image.Image:
         # The working size (images.WORKING_SIDE) as in ingestion: same pixels, same vector.
@@ -406,9 +464,17 @@ class FastClipEmbedding(ClipEmbedding):
 
         model = self._model
         assert model is not None
+        # On a CPU, 16 images per forward: as fast as 32 there, half the activations.
+        step = CPU_IMAGES_PER_FORWARD if self._device == "cpu" else len(pixels)
+        parts = []
         with torch.inference_mode():
-            features = model.encode_image(pixels.to(self._device, dtype=self._dtype))
-            return _normalise(features)
+            for start in range(0, len(pixels), step):
+                part = pixels[start : start + step].to(self._device, dtype=self._dtype)
+                if _is_vit(model):
+                    parts.append(encode_image(model, part, self._fp16_image))
+                else:  # ResNet image towers (RN50, ...): clip's own forward
+                    parts.append(model.encode_image(part))
+            return _normalise(torch.cat(parts))
 
     # -- async: the same code on a worker thread, so the event loop is never blocked ----
 
@@ -426,6 +492,10 @@ class FastClipEmbedding(ClipEmbedding):
 
     async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_image_embeddings, img_file_paths)
+
+
+def _is_vit(model: Any) -> bool:
+    return hasattr(model.visual, "transformer") and hasattr(model.visual, "class_embedding")
 
 
 def _cast_weights(model: Any, dtype: Any) -> Any:

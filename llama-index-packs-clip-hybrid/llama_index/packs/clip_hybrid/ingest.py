@@ -332,6 +332,10 @@ class ImageIngestor:
                 continue
             item.width, item.height = img.info.get("source_size", img.size)
             img = working_image(img)
+            if isinstance(self.embed_model, FastClipEmbedding):
+                # 224 x 224 now: the chunk waiting for the model holds ~150 KB per image
+                # instead of a decoded photo (up to 3 MB at the working size).
+                img = self.embed_model.model_sized(img)
             pending_shas.add(item.sha256)
             out.append((item, img))
         return out

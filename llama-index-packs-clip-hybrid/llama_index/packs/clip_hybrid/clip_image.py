@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clip_text import PackedBlocks, pack_blocks
+from .clip_text import PackedBlocks, block_linear, pack_blocks
 
 
 def fp16_exact(blocks: Any) -> bool:
@@ -73,13 +73,7 @@ def encode_image(model: Any, pixels: Any, fp16: PackedBlocks | None) -> Any:
     blocks = visual.transformer.resblocks
     for i, block in enumerate(blocks):
         attn, mlp = block.attn, block.mlp
-        packed = fp16.blocks[i] if fp16 is not None else None
-
-        def linear(y: Any, weight: Any, bias: Any, which: int, packed: Any = packed) -> Any:
-            if packed is None:
-                return F.linear(y, weight, bias)
-            return torch.ops.quantized.linear_dynamic_fp16(y, packed[which])
-
+        linear = block_linear(fp16, i)
         heads = attn.num_heads
         qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias, 0)
         q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)

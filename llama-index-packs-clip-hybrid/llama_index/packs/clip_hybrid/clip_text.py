@@ -16,6 +16,7 @@ Same maths as ``clip.model.CLIP.encode_text``, three savings:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,19 @@ def pack_blocks(resblocks: Any) -> PackedBlocks | None:
     return PackedBlocks(blocks)
 
 
+def block_linear(fp16: PackedBlocks | None, i: int) -> Callable[[Any, Any, Any, int], Any]:
+    """Block ``i``'s matrix product ``(x, weight, bias, which)``: fbgemm's fp16 kernel with
+    packed copy ``which`` (0 in_proj, 1 out_proj, 2 c_fc, 3 c_proj) when there are packed
+    weights, else ``F.linear`` with the model's own."""
+    import torch
+    import torch.nn.functional as F
+
+    if fp16 is None:
+        return lambda x, weight, bias, which: F.linear(x, weight, bias)
+    packed = fp16.blocks[i]
+    return lambda x, weight, bias, which: torch.ops.quantized.linear_dynamic_fp16(x, packed[which])
+
+
 class Fp16TextWeights(PackedBlocks):
     """fp16 packed copies of the text tower's matrices (kept beside the fp32 ones)."""
 
@@ -84,13 +98,7 @@ def encode_text(model: Any, tokens: Any, dtype: Any, fp16: PackedBlocks | None) 
     blocks = model.transformer.resblocks
     for i, block in enumerate(blocks):
         attn, mlp = block.attn, block.mlp
-        packed = fp16.blocks[i] if fp16 is not None else None
-
-        def linear(y: Any, weight: Any, bias: Any, which: int, packed: Any = packed) -> Any:
-            if packed is None:
-                return F.linear(y, weight, bias)
-            return torch.ops.quantized.linear_dynamic_fp16(y, packed[which])
-
+        linear = block_linear(fp16, i)
         heads, dim = attn.num_heads, x.shape[-1]
         qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias, 0)
         q, k, v = qkv.view(texts, width, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)

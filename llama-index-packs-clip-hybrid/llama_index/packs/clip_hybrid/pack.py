@@ -383,7 +383,11 @@ class ClipHybridPack(_PackBase):
         keep_self_hit: bool | None = None,
     ) -> dict[str, BaseRetriever]:
         """The branches that can run now, by name: ``clip`` (text->image, or image->image
-        when ``query_image`` is given, self-hit filtered), ``caption_vector`` and ``bm25``."""
+        when ``query_image`` is given, self-hit filtered), ``caption_vector`` and ``bm25``.
+
+        As inside the fusion, text-query branches return image nodes with ids and scores
+        only (the fusion reads the rows of its final top-k, :func:`hydrate`); use
+        :meth:`text_retriever` for full nodes."""
         keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
         filter_self = query_image is not None and not keep
         branches: dict[str, BaseRetriever] = {}

@@ -82,6 +82,19 @@ def test_checkpoints_stored_in_fp16_load_and_embed(tmp_path, fast_clip) -> None:
     assert (ours * np.asarray(fast_clip.get_text_embedding_batch(TEXTS))).sum(axis=1).min() >= 0.99
 
 
+def test_text_batches_use_fp16_copies_where_exact(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With fp16-valued weights (OpenAI's checkpoints) every text batch runs on the fp16
+    copies, not only queries: the same vectors up to summation order."""
+    half = str(make_tiny_clip_checkpoint(tmp_path / "half.pt", seed=6, half=True))
+    many = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(24)]  # > 64 token rows a batch
+    fast = FastClipEmbedding(model_name=half, precision="fp32")
+    plain = FastClipEmbedding(model_name=half, precision="fp32", fp16_query_weights=False)
+    ours = np.asarray(fast.get_text_embedding_batch(many))
+    exact = np.asarray(plain.get_text_embedding_batch(many))
+    assert not np.array_equal(ours, exact), "the fp16 copies were not used"
+    assert (ours * exact).sum(axis=1).min() >= 0.99999
+
+
 def test_image_tower_keeps_fp16_matrices_only_where_exact(
     tmp_path, tiny_clip_checkpoint, sample_images
 ) -> None:  # type: ignore[no-untyped-def]

@@ -16,18 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clip_text import PackedBlocks, block_linear, pack_blocks
-
-
-def fp16_exact(blocks: Any) -> bool:
-    """True when each block's four weight matrices are unchanged by a round trip to fp16."""
-    import torch
-
-    for block in blocks:
-        for weight in _matrices(block):
-            if weight.dtype != torch.float32 or not torch.equal(weight, weight.half().float()):
-                return False
-    return True
+from .clip_text import PackedBlocks, block_linear, fp16_exact, pack_blocks
 
 
 def pack_image_tower(model: Any) -> PackedBlocks | None:
@@ -87,12 +76,3 @@ def encode_image(model: Any, pixels: Any, fp16: PackedBlocks | None) -> Any:
         hidden = mlp.gelu(linear(block.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias, 2))
         x = x + linear(hidden, mlp.c_proj.weight, mlp.c_proj.bias, 3)
     return visual.ln_post(x) @ visual.proj
-
-
-def _matrices(block: Any) -> tuple[Any, Any, Any, Any]:
-    return (
-        block.attn.in_proj_weight,
-        block.attn.out_proj.weight,
-        block.mlp.c_fc.weight,
-        block.mlp.c_proj.weight,
-    )

@@ -29,7 +29,7 @@ from .clip_checkpoint import (
     read_state_dict,
 )
 from .clip_image import encode_image, pack_image_tower
-from .clip_text import SMALL_BATCH_TOKENS, Fp16TextWeights, PackedBlocks, encode_text
+from .clip_text import Fp16TextWeights, PackedBlocks, encode_text
 from .images import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
@@ -115,9 +115,10 @@ class FastClipEmbedding(ClipEmbedding):
     fp16_query_weights: bool = Field(
         default=True,
         description=(
-            "On a CPU in fp32, embed queries (text batches of at most 64 tokens) with fp16 "
-            "copies of the text weights: ~2x faster, cosine to fp32 weights >= 0.9999, "
-            "exact for OpenAI's checkpoints (stored in fp16). False: fp32 weights only."
+            "On a CPU in fp32, embed text with fp16 copies of the text weights: queries "
+            "(batches of at most 64 tokens; ~2x faster, cosine to fp32 weights >= 0.9999), "
+            "and every batch when the weights are fp16 values anyway, as in OpenAI's "
+            "checkpoints (exact, and faster). False: fp32 weights only."
         ),
     )
     fp16_image_weights: bool = Field(
@@ -373,7 +374,9 @@ class FastClipEmbedding(ClipEmbedding):
         model = self._model
         assert model is not None
         with torch.inference_mode():
-            fp16 = self._fp16_text_weights() if tokens.numel() <= SMALL_BATCH_TOKENS else None
+            fp16 = self._fp16_text_weights()
+            if fp16 is not None and not fp16.use_for(tokens.numel()):
+                fp16 = None
             return _normalise(encode_text(model, tokens.to(self._device), self._dtype, fp16))
 
     def _fp16_text_weights(self) -> Fp16TextWeights | None:

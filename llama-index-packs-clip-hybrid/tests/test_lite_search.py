@@ -7,8 +7,8 @@ search runs twice, through our path and through upstream's, and must give the sa
 
 from __future__ import annotations
 
+import os
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,14 @@ def restore_lite_search() -> Iterator[None]:
     lite_search.install()
 
 
+def _db(tmp_path: Path) -> str:
+    return str(tmp_path / "lite.db")
+
+
 def _client(tmp_path: Path, index_type: str) -> Any:
     from pymilvus import DataType, MilvusClient
 
-    client = MilvusClient(uri=str(tmp_path / "lite.db"))
+    client = MilvusClient(uri=_db(tmp_path))
     schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
@@ -49,7 +53,7 @@ def _rows(rng: np.random.Generator, ids: list[int], version: int) -> list[dict[s
     ]
 
 
-def _build(client: Any, rng: np.random.Generator) -> None:
+def _build(client: Any, rng: np.random.Generator, tmp_path: Path) -> None:
     """Three flushed segments; keys 20-59 rewritten in later ones; 10 keys deleted."""
     client.insert("c", _rows(rng, list(range(0, 100)), 1))
     client.flush("c")
@@ -57,17 +61,23 @@ def _build(client: Any, rng: np.random.Generator) -> None:
     client.flush("c")
     client.upsert("c", _rows(rng, list(range(40, 80)) + list(range(100, 130)), 3))
     client.delete("c", ids=[f"k{i}" for i in (3, 25, 45, 70, 101, 102, 103, 104, 105, 106)])
+    _flush_and_settle(client, tmp_path)
+
+
+def _flush_and_settle(client: Any, tmp_path: Path) -> None:
+    """Flush, then wait for the compaction and index build Lite runs after a flush.
+
+    They run on the collection's single background worker: until the index is attached a
+    search runs brute force, and a compaction swaps the segments, so two searches either
+    side of such a moment differ. Lite's own drain point (``_wait_for_bg``, "intended for
+    tests") returns when that worker has finished everything queued before it.
+    """
+    from milvus_lite.server_manager import server_manager_instance
+
     client.flush("c")
-    _wait_for_index(client)
-
-
-def _wait_for_index(client: Any) -> None:
-    """Lite builds the ANN index after a flush, in the background: until it is attached,
-    a search runs brute force, so two searches either side of that moment differ."""
-    deadline = time.monotonic() + 60
-    while client.describe_index("c", "vector").get("pending_index_rows", 0):
-        assert time.monotonic() < deadline, "the index was not built within 60 s"
-        time.sleep(0.05)
+    _, db, _ = server_manager_instance._servers[os.path.abspath(_db(tmp_path))]
+    db.get_collection("c")._wait_for_bg(timeout=120)
+    assert client.describe_index("c", "vector")["pending_index_rows"] == 0
 
 
 def _search_both(client: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -83,7 +93,7 @@ def _search_both(client: Any, **kwargs: Any) -> tuple[Any, Any]:
 def test_same_hits_as_upstream(tmp_path: Path, index_type: str, restore_lite_search: None) -> None:
     rng = np.random.default_rng(7)
     client = _client(tmp_path, index_type)
-    _build(client, rng)
+    _build(client, rng, tmp_path)
     assert lite_search.install(), "lite_search should be active for this milvus-lite"
     params = {"metric_type": "COSINE", "params": {"nprobe": 128}}
     cases: list[dict[str, Any]] = [
@@ -114,7 +124,7 @@ def test_rewritten_keys_return_their_newest_row_once(
 ) -> None:
     rng = np.random.default_rng(3)
     client = _client(tmp_path, "FLAT")
-    _build(client, rng)
+    _build(client, rng, tmp_path)
     lite_search.install()
     newest = client.get("c", ids=["k50"], output_fields=["vector", "version"])[0]
     hits = client.search(
@@ -130,7 +140,7 @@ def test_unflushed_rows_and_deletes_are_seen(tmp_path: Path, restore_lite_search
     """With rows or deletes still in the memtable, upstream's code answers."""
     rng = np.random.default_rng(5)
     client = _client(tmp_path, "FLAT")
-    _build(client, rng)
+    _build(client, rng, tmp_path)
     lite_search.install()
     fresh = _rows(rng, [7], 9)
     client.upsert("c", fresh)
@@ -140,8 +150,7 @@ def test_unflushed_rows_and_deletes_are_seen(tmp_path: Path, restore_lite_search
         hits = found[0]
         assert hits[0]["id"] == "k7" and hits[0]["entity"]["version"] == 9
         assert "k8" not in {h["id"] for h in hits}
-    client.flush("c")
-    _wait_for_index(client)
+    _flush_and_settle(client, tmp_path)
     ours, theirs = _search_both(
         client, data=[fresh[0]["vector"]], limit=130, output_fields=["version"]
     )
@@ -159,7 +168,7 @@ def test_upstream_walks_every_row_on_every_search(
 
     rng = np.random.default_rng(11)
     client = _client(tmp_path, "FLAT")
-    _build(client, rng)
+    _build(client, rng, tmp_path)
     calls = {"n": 0}
     original = DeltaIndex.is_deleted
 

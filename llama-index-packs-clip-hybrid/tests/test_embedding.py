@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -13,6 +16,7 @@ from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid import ClipWeightsUnavailableError, FastClipEmbedding
 from llama_index.packs.clip_hybrid.clip_checkpoint import load_clip
 from llama_index.packs.clip_hybrid.testing.tiny_clip import make_tiny_clip_checkpoint
+from PIL import Image
 
 TEXTS = [
     "a",
@@ -139,12 +143,67 @@ def test_loads_the_same_model_as_clip_load(tmp_path) -> None:  # type: ignore[no
     assert our_state.keys() == their_state.keys()
     for key, value in their_state.items():
         assert our_state[key].dtype == value.dtype and torch.equal(our_state[key], value), key
-    assert str(our_preprocess) == str(their_preprocess)
+    # The transform is clip's, without torchvision: the same tensors, bit for bit, for
+    # every shape (wider, taller, square, already at size, smaller) and mode.
+    rng = np.random.default_rng(0)
+    side = ours.visual.input_resolution
+    for width, height, mode in [
+        (97, 41, "RGB"),
+        (41, 97, "RGB"),
+        (64, 64, "L"),
+        (side, side, "RGB"),
+        (side, side + 7, "RGBA"),
+        (side - 9, side - 20, "P"),
+        (1, 300, "RGB"),
+    ]:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        img = Image.fromarray(pixels).convert(mode)
+        assert torch.equal(our_preprocess(img), their_preprocess(img)), (width, height, mode)
     # The text tower's causal mask (not part of the state) is rebuilt: upstream's own
     # encode_text runs on our model and agrees.
     tokens = clip.tokenize(TEXTS)
     with torch.no_grad():
         assert torch.allclose(ours.encode_text(tokens), theirs.encode_text(tokens), atol=1e-6)
+
+
+def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(tiny_clip_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """``import clip`` pulls in torchvision, and through it torch._dynamo, sympy and triton
+    (~150 MB, ~10 s); CLIP on meta tensors pulls in the last three (clip_package.py,
+    clip_checkpoint.py). A fresh process embeds a text and an image without any of them."""
+    code = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from llama_index.packs.clip_hybrid import FastClipEmbedding\n"
+        f"embed = FastClipEmbedding(model_name={str(tiny_clip_checkpoint)!r})\n"
+        "assert len(embed.get_text_embedding('a photo of a cat')) == embed.embed_dim\n"
+        "embed.get_image_embedding_batch([Image.new('RGB', (50, 40), 'red')])\n"
+        "heavy = ('clip', 'torchvision', 'torch._dynamo', 'sympy', 'triton')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_published_names_are_clips_and_a_verified_file_is_not_fetched_again(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import clip
+    from llama_index.packs.clip_hybrid import clip_package
+
+    assert clip_package.known_models() == clip.clip._MODELS
+    # A file whose SHA256 is the one in its URL is used as it is; any other goes to
+    # clip's downloader (which would fetch it again).
+    body = b"not really a checkpoint"
+    url = f"https://example.invalid/models/{hashlib.sha256(body).hexdigest()}/Tiny.pt"
+    monkeypatch.setattr(clip_package, "known_models", lambda: {"Tiny": url})
+    fetched: list[str] = []
+    monkeypatch.setattr(clip.clip, "_download", lambda u, root: fetched.append(u) or "fetched")
+    (tmp_path / "Tiny.pt").write_bytes(body)
+    assert clip_package.download("Tiny", str(tmp_path)) == str(tmp_path / "Tiny.pt")
+    assert fetched == []
+    (tmp_path / "Tiny.pt").write_bytes(body + b"!")
+    assert clip_package.download("Tiny", str(tmp_path)) == "fetched"
+    assert fetched == [url]
 
 
 def test_fp32_checkpoints_keep_their_precision(tiny_clip_checkpoint) -> None:  # type: ignore[no-untyped-def]

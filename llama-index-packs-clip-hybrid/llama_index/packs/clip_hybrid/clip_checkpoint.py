@@ -23,9 +23,12 @@ import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from .clip_package import ClipPreprocess, clip_model_module, download, known_models
+
 
 def import_clip() -> Any:
-    """``import clip`` without its pkg_resources deprecation warning on every run."""
+    """``import clip`` (all of it: torchvision too, see clip_package.py) without its
+    pkg_resources deprecation warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         import clip
@@ -41,30 +44,95 @@ _SETTINGS = ("input_resolution", "context_length", "vocab_size")
 def checkpoint_path(name: str, download_root: str | None) -> str:
     """A local file for ``name``: a known CLIP name is downloaded (once, SHA256-checked)
     by ``clip``'s own downloader into ``download_root`` (default ``~/.cache/clip``)."""
-    clip = import_clip()
-    if name in clip.available_models():
-        root = download_root or os.path.expanduser("~/.cache/clip")
-        return str(clip.clip._download(clip.clip._MODELS[name], root))
+    if name in known_models():
+        return download(name, download_root or os.path.expanduser("~/.cache/clip"))
     return name
 
 
 def load_clip(
     path: str, *, device: str, towers: Sequence[Tower] = TOWERS
 ) -> tuple[Any, Callable[..., Any]]:
-    """The eager CLIP model with ``towers`` in fp32 on ``device``, and its image transform.
+    """The eager CLIP model with ``towers`` in fp32 on ``device``, and its image transform
+    (``clip``'s, without torchvision: :class:`~.clip_package.ClipPreprocess`).
 
     Raises what reading raises (OSError, RuntimeError, EOFError, ...).
     """
-    import torch
 
-    clip = import_clip()
     state = read_state_dict(path)
-    with torch.device("meta"), warnings.catch_warnings():
+    with _shapes_only_mode(), warnings.catch_warnings():
         # Shapes only: build_model's copy of the weights into meta tensors is a no-op.
         warnings.filterwarnings("ignore", message=".*to a meta parameter.*is a no-op")
-        model = clip.model.build_model(dict(state))
+        model = clip_model_module().build_model(dict(state))
     load_towers(model, state, towers, device=device, name=path)
-    return model.eval(), clip.clip._transform(model.visual.input_resolution)
+    return model.eval(), ClipPreprocess(model.visual.input_resolution)
+
+
+#: Initialisers that ``clip.model`` (and the torch layers it builds) run on new weights.
+_INITIALISERS = frozenset(
+    {
+        "normal_",
+        "uniform_",
+        "fill_",
+        "zero_",
+        "zeros_",
+        "ones_",
+        "constant_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "trunc_normal_",
+        "triu_",
+    }
+)
+_SCALAR_ARITHMETIC = frozenset({"__mul__", "__rmul__", "__truediv__", "mul", "div"})
+
+
+def _shapes_only_mode() -> Any:
+    """A torch function mode that builds modules on the ``meta`` device, cheaply.
+
+    Like ``with torch.device("meta")``, every new tensor is a meta tensor (shapes, no
+    memory). Torch computes most operations on meta tensors with its Python reference
+    implementations, and their first call imports ``torch._dynamo`` (+150 MB and ~10 s
+    here: ``python -c "import torch; import torch._dynamo"``). Building CLIP runs an
+    initialiser or a scalar product on almost every weight; meta tensors have no values
+    to compute, so this mode skips those (a random or constant tensor is made empty, an
+    initialiser returns its tensor, a product with a number a new meta tensor of the same
+    shape). Anything else runs as torch runs it: still right, only slower the first time.
+    """
+    import numbers
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
+
+    factories = _device_constructors()
+    valueless = {torch.randn, torch.rand, torch.ones, torch.zeros, torch.empty}
+
+    class ShapesOnly(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            kwargs = dict(kwargs or {})
+            if func in factories and kwargs.get("device") is None:
+                if func in valueless:  # torch.randn's meta version is Python too
+                    return torch.empty(*args, dtype=kwargs.get("dtype"), device="meta")
+                kwargs["device"] = "meta"
+                return func(*args, **kwargs)
+            first = args[0] if args else kwargs.get("tensor", kwargs.get("input"))
+            if isinstance(first, torch.Tensor) and first.is_meta:
+                name = getattr(func, "__name__", "")
+                if name in _INITIALISERS:
+                    return first
+                if (
+                    name in _SCALAR_ARITHMETIC
+                    and len(args) == 2
+                    and isinstance(args[1], numbers.Number)
+                ):
+                    return torch.empty(first.shape, dtype=first.dtype, device="meta")
+            return func(*args, **kwargs)
+
+    return ShapesOnly()
 
 
 def load_towers(

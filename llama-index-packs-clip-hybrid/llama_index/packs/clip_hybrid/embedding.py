@@ -23,12 +23,12 @@ from ._util import chunks, prefetch
 from .clip_checkpoint import (
     Tower,
     checkpoint_path,
-    import_clip,
     load_clip,
     load_towers,
     read_state_dict,
 )
 from .clip_image import encode_image, pack_image_tower
+from .clip_package import clip_tokenizer, known_models
 from .clip_text import Fp16TextWeights, PackedBlocks, encode_text
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -229,10 +229,9 @@ class FastClipEmbedding(ClipEmbedding):
     def _load(self, tower: Tower | None) -> None:
         import torch
 
-        clip = import_clip()
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         name = self.model_name
-        known = clip.available_models()
+        known = list(known_models())
         if name not in known and not os.path.isfile(name):
             raise ValueError(
                 f"CLIP model {name!r} is neither a known name ({', '.join(known)}) nor an "
@@ -342,13 +341,13 @@ class FastClipEmbedding(ClipEmbedding):
     def _tokenize(self, texts: Sequence[str]) -> Any:
         import torch
 
-        clip = import_clip()
-        sot = clip.clip._tokenizer.encoder["<|startoftext|>"]
-        eot = clip.clip._tokenizer.encoder["<|endoftext|>"]
+        tokenizer = clip_tokenizer()
+        sot = tokenizer.encoder["<|startoftext|>"]
+        eot = tokenizer.encoder["<|endoftext|>"]
         too_long = []
         result = torch.zeros(len(texts), CLIP_CONTEXT_LENGTH, dtype=torch.long)
         for i, text in enumerate(texts):
-            ids = [sot, *clip.clip._tokenizer.encode(text), eot]
+            ids = [sot, *tokenizer.encode(text), eot]
             if len(ids) > CLIP_CONTEXT_LENGTH:
                 too_long.append((i, len(ids)))
                 ids = [*ids[: CLIP_CONTEXT_LENGTH - 1], eot]
@@ -419,16 +418,10 @@ class FastClipEmbedding(ClipEmbedding):
         photo. Preprocessing the result again changes nothing (resizing and cropping to
         the size an image has is the identity), so ingestion calls this on its decode
         thread and holds small images, not decoded photos, until the forward pass."""
-        from torchvision.transforms import CenterCrop, Resize
-
         self._ensure_loaded(None)
         preprocess = self._preprocess
         assert preprocess is not None
-        for step in preprocess.transforms:
-            if not isinstance(step, (Resize, CenterCrop)):
-                break
-            img = step(img)
-        return img
+        return preprocess.resize_and_crop(img)
 
     def _prepare_batch(self, items: list[Any]) -> Any:
         import torch

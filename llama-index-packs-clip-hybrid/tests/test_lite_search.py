@@ -227,3 +227,40 @@ def test_store_search_without_fields_reads_ids_only(tmp_path: Path) -> None:
     full = store.search(rows[0]["vector"], limit=3)
     assert full[0].fields["path"] == "/p/0.jpg" and "vector" not in full[0].fields
     store.close()
+
+
+def test_the_store_flushes_milvus_lite_every_lite_flush_rows(tmp_path: Path) -> None:
+    """Rows written since Lite's last flush live in its in-memory memtable (store.py,
+    LITE_FLUSH_ROWS): the store flushes once that many rows were upserted or deleted."""
+    from llama_index.packs.clip_hybrid import ImageStore
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = str(tmp_path / "s.db")
+    store = ImageStore(uri=uri)
+    store.ensure(dim=DIM)
+    store.lite_flush_rows = 5
+    _, db, _ = server_manager_instance._servers[os.path.abspath(uri)]
+    memtable = lambda: db.get_collection(store.collection_name)._memtable.size()  # noqa: E731
+    rng = np.random.default_rng(3)
+
+    def rows(start: int, count: int) -> list[dict[str, Any]]:
+        vectors = rng.standard_normal((count, DIM)).astype(np.float32)
+        return [
+            {"id": f"i{start + i}", "vector": (v / np.linalg.norm(v)).tolist()}
+            | {"path": f"/p/{start + i}.jpg", "sha256": "0" * 64, "folder": "/p"}
+            | {"category": "p", "width": 1, "height": 1, "size": 1, "mtime": 0.0}
+            for i, v in enumerate(vectors)
+        ]
+
+    store.upsert(rows(0, 3))
+    assert memtable() == 3
+    store.upsert(rows(3, 3))  # 6 >= 5: flushed
+    assert memtable() == 0
+    store.delete(["i0", "i1"])
+    store.upsert(rows(6, 2))
+    assert memtable() > 0  # 4 since the flush
+    store.delete(["i2"])  # 5: flushed
+    assert memtable() == 0
+    assert store.count() == 5
+    store.close()
+    assert ImageStore(uri="http://127.0.0.1:19530").lite_flush_rows == 0  # a server: never

@@ -3,6 +3,10 @@
     uv run python benchmarks/bench_ingest.py --images 1000            # re-index ratio
     uv run python benchmarks/bench_ingest.py --images 10000 --rss     # peak RSS only
 
+Each run is a fresh process set up as ``clip-hybrid index`` sets up its own
+(``memory.limit_memory_retention``: 2 malloc arenas, pyarrow on the system allocator);
+``--keep-allocator`` leaves the process as a Python program that did not call it.
+
 Full-size ViT-B/32 shapes, random weights, Milvus Lite in a temp dir, 640x480 JPEGs.
 The CLIP image index only (captioner "none"); --captioner ocr adds offline OCR captions.
 """
@@ -66,9 +70,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rss", action="store_true", help="one first run in a child process")
     parser.add_argument("--captioner", default="none", help="none (default) or ocr")
+    parser.add_argument(
+        "--keep-allocator", action="store_true", help="do not call limit_memory_retention"
+    )
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        if not args.keep_allocator:
+            from llama_index.packs.clip_hybrid.memory import limit_memory_retention
+
+            limit_memory_retention()
         result = run_once(Path(args.child[0]), args.child[1], args.batch_size, args.captioner)
         print(json.dumps(result))
         return
@@ -76,6 +87,7 @@ def main() -> None:
     folder = CACHE / f"photos-{args.images}"
     make_photos(folder, args.images)
     print(f"machine: {machine()}; {args.images} images in {folder}; captioner {args.captioner}")
+    print("allocator: " + ("as is" if args.keep_allocator else "limit_memory_retention()"))
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         runs = 1 if args.rss else 2
@@ -92,6 +104,7 @@ def main() -> None:
                     str(args.batch_size),
                     "--captioner",
                     args.captioner,
+                    *(["--keep-allocator"] if args.keep_allocator else []),
                 ],
                 capture_output=True,
                 text=True,

@@ -193,6 +193,36 @@ def test_installed_command_runs_as_a_program(tmp_path) -> None:  # type: ignore[
     assert len(failure.stderr.strip().splitlines()) == 1 and "Traceback" not in failure.stderr
 
 
+def test_the_index_program_limits_memory_retention(
+    tmp_path, tiny_clip_checkpoint, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    """``clip-hybrid index`` owns its process: it caps malloc arenas and puts pyarrow on
+    the system allocator (memory.limit_memory_retention); ``main(argv)`` from Python
+    does not touch the caller's process."""
+    script = Path(sys.executable).parent / "clip-hybrid"
+    done = subprocess.run(
+        [
+            *(str(script), "index", str(image_dir), "--db", str(tmp_path / "m.db"), "--debug"),
+            *("--clip-model", str(tiny_clip_checkpoint), "--captioner", "none", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "memory: malloc arenas: 2, pyarrow memory pool: system" in done.stderr
+    code = (
+        "import pyarrow as pa\n"
+        "from llama_index.packs.clip_hybrid.cli import main\n"
+        f"main(['index', {str(image_dir)!r}, '--db', {str(tmp_path / 'n.db')!r}, '--json',"
+        f" '--clip-model', {str(tiny_clip_checkpoint)!r}, '--captioner', 'none'])\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+    )
+    library = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert library.returncode == 0, library.stderr
+    assert library.stdout.strip().splitlines()[-1] != "system"
+
+
 def test_index_with_captions_reports_counts_and_usage(
     tmp_path, image_dir, tiny_clip_checkpoint, run_cli, monkeypatch
 ) -> None:

@@ -40,3 +40,39 @@ def test_freed_heap_pages_return_to_the_os() -> None:
     before, after, released = int(out[0]), int(out[1]), out[2] == "True"
     assert released
     assert before - after >= 300, (before, after)  # of the ~360 MiB freed
+
+
+# Six threads each malloc and free; glibc gives each thread an arena of its own unless
+# capped. malloc_stats prints one "Arena N:" block per arena to stderr.
+_ARENAS = """
+import ctypes, sys, threading
+from llama_index.packs.clip_hybrid.memory import limit_memory_retention
+if sys.argv[1] == "limit":
+    print(limit_memory_retention())
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+start = threading.Barrier(6)
+def work():
+    start.wait()  # all six at once: contention is what makes glibc add arenas
+    for _ in range(2000):
+        libc.free(libc.malloc(4096))
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc.malloc_stats()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_limit_memory_retention_caps_arenas_and_uses_the_system_pool() -> None:
+    def arenas(mode: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", _ARENAS, mode], capture_output=True, text=True, check=True
+        )
+        return done.stderr.count("Arena "), done.stdout
+
+    capped, said = arenas("limit")
+    assert capped <= 2 and "malloc arenas: 2" in said and "pyarrow memory pool: system" in said
+    free, _ = arenas("free")
+    assert free > 2, free  # the test can tell: without the cap the threads got more

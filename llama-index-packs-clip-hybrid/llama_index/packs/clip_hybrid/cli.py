@@ -434,6 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handler = {"index": _index, "search": _search, "eval": _eval, "serve": _serve}[args.command]
+    if argv is None and args.command == "index":
+        # Run as the clip-hybrid program, whose process is its own: keep less freed memory
+        # over a long ingestion (memory.py). A Python caller passing argv keeps its settings.
+        from .memory import limit_memory_retention
+
+        logging.getLogger(__name__).debug("memory: %s", ", ".join(limit_memory_retention()))
     try:
         return handler(args)
     except UsageError as exc:

@@ -36,3 +36,34 @@ def release_free_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+#: glibc's mallopt parameter for the most malloc arenas (malloc.h).
+_M_ARENA_MAX = -8
+
+
+def limit_memory_retention() -> list[str]:
+    """Make this process keep less freed memory, for long ingestions; returns what changed.
+
+    Process-wide, so the CLI calls it (its process is its own) and a library leaves it
+    to the application: call it first thing in a process that will ingest many images.
+
+    - glibc: at most 2 malloc arenas. glibc gives threads arenas of their own (up to 8
+      per core) and each keeps what its threads freed; ingestion runs a decode thread,
+      torch's and Milvus Lite's threads.
+    - pyarrow (Milvus Lite keeps rows, segments and its compaction in Arrow): the system
+      allocator instead of mimalloc, which keeps freed memory in its own pools, so that
+      :func:`release_free_memory` returns it.
+    """
+    changed = []
+    libc = _glibc()
+    if libc is not None and libc.mallopt(_M_ARENA_MAX, 2) == 1:
+        changed.append("malloc arenas: 2")
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow comes with Milvus Lite
+        return changed
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+        changed.append("pyarrow memory pool: system")
+    return changed

@@ -67,8 +67,10 @@ WORDS_ZH = [
 ]
 
 
-def synthetic_pack(uri: str) -> tuple[Any, Any]:
-    """A pack over ``uri`` (CLIP never loaded: queries carry vectors) and its caption store."""
+def synthetic_pack(uri: str, *, prefix: str = "") -> tuple[Any, Any]:
+    """A pack over ``uri`` (CLIP never loaded: queries carry vectors) and its caption store.
+
+    ``prefix``: put before the collection names (a benchmark's own names on a server)."""
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
     from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
@@ -80,9 +82,11 @@ def synthetic_pack(uri: str) -> tuple[Any, Any]:
         captioner="none",
         caption_embed=MockEmbedding(embed_dim=384),
         similarity_top_k=10,
+        collection_name=f"{prefix}images",
+        caption_collection=f"{prefix}captions",
     )
     pack.store.ensure(dim=512, model="ViT-B/32")
-    captions = CaptionStore(pack.store)
+    captions = CaptionStore(pack.store, collection_name=f"{prefix}captions")
     captions.ensure(dim=384, model=embedding_identity(pack.caption_embed_model))
     return pack, captions
 

@@ -1,14 +1,16 @@
 """Hybrid query latency vs its slowest single branch, and the cost of fusion itself.
 
     uv run python benchmarks/bench_hybrid.py [--n 10000] [--queries 50]
+    uv run python benchmarks/bench_hybrid.py --uri http://127.0.0.1:19530   # a server
 
 Synthetic data (seeded): N random L2-normalised 512-d "CLIP" vectors in the image
-collection, N 384-d caption vectors in the caption collection (Milvus Lite, created by
-the pack's stores), and N captions of 12 words drawn from an English + Chinese vocabulary
-for BM25. Queries carry a precomputed CLIP vector and the caption embedder is a constant
-``MockEmbedding``: model forward passes are measured in bench_embedding.py; this measures
-retrieval and fusion. Each round times every branch alone and the fused retriever
-(branches concurrent on threads), interleaved.
+collection, N 384-d caption vectors in the caption collection (Milvus Lite in a temp dir,
+or with ``--uri`` a Milvus server, in collections of the benchmark's own, dropped before
+and after; created by the pack's stores), and N captions of 12 words drawn from an
+English + Chinese vocabulary for BM25. Queries carry a precomputed CLIP vector and the
+caption embedder is a constant ``MockEmbedding``: model forward passes are measured in
+bench_embedding.py; this measures retrieval and fusion. Each round times every branch
+alone and the fused retriever (branches concurrent on threads), interleaved.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--uri", help="a Milvus server (default: Milvus Lite in a temp dir)")
     args = parser.parse_args()
     print(machine())
 
@@ -39,9 +42,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     words = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
-        uri = str(Path(tmp) / "bench.db")
+        uri = args.uri or str(Path(tmp) / "bench.db")
+        print(f"Milvus: {uri}")
         started = time.perf_counter()
-        pack, captions = synthetic_pack(uri)
+        prefix = "clip_hybrid_bench_" if args.uri else ""
+        if args.uri:  # the benchmark's own collections, from a previous run
+            _drop(*synthetic_pack(uri, prefix=prefix))
+        pack, captions = synthetic_pack(uri, prefix=prefix)
         texts = []
         for start in range(0, args.n, 5000):
             rows, cap_rows, chunk_texts, _ = synthetic_rows(
@@ -78,6 +85,8 @@ def main() -> None:
             hits = fused.retrieve(q)
             times["hybrid"].append(time.perf_counter() - t)
             assert len({h.node.node_id for h in hits}) == len(hits)
+        if args.uri:
+            _drop(pack, captions)
         pack.store.close()
 
     p50 = {name: statistics.median(v) * 1000 for name, v in times.items()}
@@ -102,6 +111,11 @@ def main() -> None:
     for _ in range(runs):
         fusion._reciprocal_rerank_fusion(results)
     print(f"  fusion alone (3 x 50 candidates): {(time.perf_counter() - t) / runs * 1000:.3f} ms")
+
+
+def _drop(pack, captions) -> None:  # type: ignore[no-untyped-def]
+    captions.drop()
+    pack.store.drop()
 
 
 class _Null:

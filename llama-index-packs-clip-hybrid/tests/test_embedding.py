@@ -166,22 +166,49 @@ def test_loads_the_same_model_as_clip_load(tmp_path) -> None:  # type: ignore[no
         assert torch.allclose(ours.encode_text(tokens), theirs.encode_text(tokens), atol=1e-6)
 
 
-def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(tiny_clip_checkpoint) -> None:  # type: ignore[no-untyped-def]
+def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(  # type: ignore[no-untyped-def]
+    tmp_path, tiny_clip_checkpoint
+) -> None:
     """``import clip`` pulls in torchvision, and through it torch._dynamo, sympy and triton
     (~150 MB, ~10 s); CLIP on meta tensors pulls in the last three (clip_package.py,
-    clip_checkpoint.py). A fresh process embeds a text and an image without any of them."""
+    clip_checkpoint.py). A fresh process embeds a text and an image without any of them.
+
+    clip's model code runs as our real module ``_clip_model``: nothing is put in
+    ``sys.modules`` by hand, and the model pickled there loads here, by that name."""
+    import pickle
+
+    import torch
+
     code = (
-        "import sys\n"
+        "import pickle, sys\n"
         "from PIL import Image\n"
         "from llama_index.packs.clip_hybrid import FastClipEmbedding\n"
+        "before = set(sys.modules)\n"
         f"embed = FastClipEmbedding(model_name={str(tiny_clip_checkpoint)!r})\n"
         "assert len(embed.get_text_embedding('a photo of a cat')) == embed.embed_dim\n"
         "embed.get_image_embedding_batch([Image.new('RGB', (50, 40), 'red')])\n"
         "heavy = ('clip', 'torchvision', 'torch._dynamo', 'sympy', 'triton')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "clipish = ('clip', '_clip', 'llama_index.packs.clip_hybrid._clip')\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith(clipish)))\n"
+        f"with open({str(tmp_path / 'model.pkl')!r}, 'wb') as fh:\n"
+        "    pickle.dump(embed._model, fh)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    heavy, new_clip_modules = out.stdout.strip().splitlines()
+    assert heavy == "[]", out.stdout
+    assert new_clip_modules == str(
+        [
+            "llama_index.packs.clip_hybrid._clip_model",
+            "llama_index.packs.clip_hybrid._clip_tokenizer",
+        ]
+    )
+    with open(tmp_path / "model.pkl", "rb") as fh:
+        model = pickle.load(fh)
+    assert type(model).__module__ == "llama_index.packs.clip_hybrid._clip_model"
+    assert model.token_embedding.weight.shape[1] == model.transformer.width
+    assert torch.isfinite(model.token_embedding.weight).all()
 
 
 def test_published_names_are_clips_and_a_verified_file_is_not_fetched_again(

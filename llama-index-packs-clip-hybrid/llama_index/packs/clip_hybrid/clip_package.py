@@ -7,15 +7,16 @@ through them ``torch._dynamo``, sympy and triton. On this machine that is ~1,100
 arithmetic needs. So:
 
 - the model code (``clip/model.py``) and the tokenizer (``clip/simple_tokenizer.py``)
-  are loaded from the installed package's files, as standalone modules (both import only
-  torch, numpy, ftfy and regex);
+  run from the installed package's files as the bodies of two modules of ours,
+  ``_clip_model`` and ``_clip_tokenizer`` (both files import only torch, numpy, ftfy and
+  regex);
 - the published model names and URLs are read from ``clip/clip.py``'s source;
 - :class:`ClipPreprocess` is ``clip.clip._transform`` in plain PIL and torch: the same
   tensors, bit for bit (tested against clip's own).
 
-When ``clip`` is already imported (the user imported it), its modules are used. A
-download still goes through ``clip``'s own ``_download`` (SHA256-checked), importing it
-then, once.
+The model's classes are always ours, whether or not the user imported ``clip`` too: one
+class per name in a process, and pickles that load in any process. A download still
+goes through ``clip``'s own ``_download`` (SHA256-checked), importing it then, once.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-import sys
 from functools import lru_cache
-from types import ModuleType
 from typing import Any
 
 from PIL import Image
@@ -47,47 +46,41 @@ def _package_dir() -> str:
     return str(next(iter(spec.submodule_search_locations)))
 
 
-def _standalone(submodule: str) -> ModuleType:
-    imported = sys.modules.get(f"clip.{submodule}")
-    if imported is not None:
-        return imported
-    name = f"_clip_hybrid_clip_{submodule}"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = os.path.join(_package_dir(), f"{submodule}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+def clip_file(name: str) -> str:
+    """The path of ``name`` in the installed ``clip`` package (not imported)."""
+    return os.path.join(_package_dir(), name)
+
+
+def run_clip_file(name: str, namespace: dict[str, Any]) -> None:
+    """Run the code of clip's file ``name`` in ``namespace`` (a module's ``globals()``).
+
+    Our modules ``_clip_model`` and ``_clip_tokenizer`` are this for ``model.py`` and
+    ``simple_tokenizer.py``: real modules of this package, so the import system keeps
+    them as it keeps any module, and a model built from their classes pickles and
+    unpickles under their names. Tracebacks point to clip's file.
+    """
+    path = clip_file(name)
+    with open(path, encoding="utf-8") as fh:
+        code = compile(fh.read(), path, "exec")
+    exec(code, namespace)
 
 
 def clip_model_module() -> Any:
-    """``clip.model`` (``CLIP``, ``build_model``)."""
-    return _standalone("model")
+    """clip's ``model.py`` (``CLIP``, ``build_model``), as our ``_clip_model``."""
+    return importlib.import_module("._clip_model", __package__)
 
 
 @lru_cache(maxsize=1)
 def clip_tokenizer() -> Any:
-    """The tokenizer ``clip.tokenize`` uses (``clip.simple_tokenizer.SimpleTokenizer``)."""
-    imported = sys.modules.get("clip.clip")
-    if imported is not None:
-        return imported._tokenizer
-    return _standalone("simple_tokenizer").SimpleTokenizer()
+    """The tokenizer ``clip.tokenize`` uses (``SimpleTokenizer`` with clip's vocabulary)."""
+    tokenizer = importlib.import_module("._clip_tokenizer", __package__)
+    return tokenizer.SimpleTokenizer(clip_file("bpe_simple_vocab_16e6.txt.gz"))
 
 
 @lru_cache(maxsize=1)
 def known_models() -> dict[str, str]:
     """Published model name -> download URL, as ``clip.available_models()`` lists them."""
-    imported = sys.modules.get("clip.clip")
-    if imported is not None:
-        return dict(imported._MODELS)
-    with open(os.path.join(_package_dir(), "clip.py"), encoding="utf-8") as fh:
+    with open(clip_file("clip.py"), encoding="utf-8") as fh:
         tree = ast.parse(fh.read())
     for node in tree.body:
         if (

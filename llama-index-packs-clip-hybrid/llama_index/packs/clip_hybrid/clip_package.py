@@ -21,9 +21,9 @@ goes through ``clip``'s own ``_download`` (SHA256-checked), importing it then, o
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -79,17 +79,21 @@ def clip_tokenizer() -> Any:
 
 @lru_cache(maxsize=1)
 def known_models() -> dict[str, str]:
-    """Published model name -> download URL, as ``clip.available_models()`` lists them."""
+    """Published model name -> download URL, as ``clip.available_models()`` lists them.
+
+    Read from the ``_MODELS = {...}`` table of ``clip/clip.py`` as text, not with
+    ``ast.parse``: CPython 3.11 (3.11.7 here) keeps the AST constructor's recursion
+    counter per interpreter, not per thread, so an ``ast.parse`` while another thread
+    parses can fail with "AST constructor recursion depth mismatch" (reported upstream
+    around python/cpython#106905). It did, once, in this project's CI.
+    """
     with open(clip_file("clip.py"), encoding="utf-8") as fh:
-        tree = ast.parse(fh.read())
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "_MODELS" for t in node.targets)
-            and isinstance(node.value, ast.Dict)
-        ):
-            return dict(ast.literal_eval(node.value))
-    raise ImportError("clip/clip.py has no _MODELS table; this clip package is not supported.")
+        source = fh.read()
+    table = re.search(r"^_MODELS = \{(.*?)^\}", source, re.MULTILINE | re.DOTALL)
+    models = dict(re.findall(r'"([^"]+)":\s*"(https://[^"]+)"', table.group(1) if table else ""))
+    if not models:
+        raise ImportError("clip/clip.py has no _MODELS table; this clip package is not supported.")
+    return models
 
 
 def download(name: str, root: str) -> str:

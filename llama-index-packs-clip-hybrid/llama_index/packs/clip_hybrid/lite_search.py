@@ -172,7 +172,8 @@ def search_with_cached_masks(
 
     project = project_record_fn or _projection(output_fields, pk_field, vector_field)
     winners = [sorted(found)[:top_k] for found in candidates]
-    records = _records(in_scope, winners, _columns_needed(output_fields, vector_field))
+    columns = in_scope[0].table.schema.names
+    records = _records(in_scope, winners, columns_needed(output_fields, pk_field, columns))
     return [
         [
             {
@@ -186,11 +187,21 @@ def search_with_cached_masks(
     ]
 
 
-def _columns_needed(output_fields: list[str] | None, vector_field: str) -> Callable[[str], bool]:
-    """Which stored columns the projection can read: all of them, except the searched
-    vector when it was not asked for (its 512 floats per hit are most of the cost)."""
-    wants_vector = output_fields is None or "*" in output_fields or vector_field in output_fields
-    return lambda name: name != "_seq" and (wants_vector or name != vector_field)
+def columns_needed(
+    output_fields: list[str] | None, pk_field: str, columns: Sequence[str]
+) -> Callable[[str], bool]:
+    """Which stored columns the projection can read. With no field list or ``*``: all of
+    them. With a list: the key and the listed columns, plus ``$meta`` when a listed name
+    is not a column (a dynamic field) or is ``$meta``; so never the searched vector unless
+    asked for (its 512 floats per hit are most of the cost). Reading the 50 rows of an
+    id-only search in full was ~1.6 ms of a 10k-row hybrid query (py-spy)."""
+    if output_fields is None or "*" in output_fields:
+        return lambda name: name != "_seq"
+    stored = set(columns)
+    wanted = {pk_field, *(name for name in output_fields if name in stored)}
+    if any(name not in stored or name == "$meta" for name in output_fields):
+        wanted.add("$meta")
+    return lambda name: name in wanted
 
 
 def _records(
@@ -198,20 +209,35 @@ def _records(
     winners: list[list[tuple[float, int, int]]],
     wanted: Callable[[str], bool],
 ) -> list[list[dict[str, Any]]]:
-    """The winning rows as upstream's ``Segment.row_to_dict`` builds them (columns, then
-    ``$meta``'s keys on top), read with one ``take`` per segment instead of per cell."""
+    """The winning rows of each query (see :func:`read_rows`)."""
+    flat = read_rows(segments, [(s, local) for hits in winners for _, s, local in hits], wanted)
+    out, start = [], 0
+    for hits in winners:
+        out.append(flat[start : start + len(hits)])
+        start += len(hits)
+    return out
+
+
+def read_rows(
+    segments: Sequence[Any], picks: Sequence[tuple[int, int]], wanted: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """Rows (segment index, row) as upstream's ``Segment.row_to_dict`` builds them
+    (the ``wanted`` columns, then ``$meta``'s keys on top), read with one ``take`` per
+    segment instead of per cell."""
     import pyarrow as pa
 
     rows: dict[tuple[int, int], dict[str, Any]] = {}
     by_source: dict[int, list[int]] = {}
-    for hits in winners:
-        for _, source, local in hits:
-            by_source.setdefault(source, []).append(local)
+    for source, local in picks:
+        by_source.setdefault(source, []).append(local)
     for source, locals_ in by_source.items():
         table = segments[source].table
         columns = [name for name in table.schema.names if wanted(name)]
-        taken = table.select(columns).take(pa.array(locals_, type=pa.int64())).to_pylist()
-        for local, record in zip(locals_, taken, strict=True):
+        taken = table.select(columns).take(pa.array(locals_, type=pa.int64()))
+        # Column by column: ~2x faster than Table.to_pylist() for a few rows.
+        values = [column.to_pylist() for column in taken.columns]
+        for local, cells in zip(locals_, zip(*values, strict=True), strict=True):
+            record = dict(zip(columns, cells, strict=True))
             meta = record.get("$meta")
             if isinstance(meta, str):
                 try:
@@ -221,7 +247,7 @@ def _records(
             if isinstance(meta, dict):
                 record.update(meta)
             rows[(source, local)] = record
-    return [[rows[(source, local)] for _, source, local in hits] for hits in winners]
+    return [rows[pick] for pick in picks]
 
 
 def _call_upstream(upstream: Callable[..., Any] | None, *args: Any) -> Any:

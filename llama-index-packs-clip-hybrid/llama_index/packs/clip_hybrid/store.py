@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import lite_search
+from . import lite_direct, lite_search
 
 DEFAULT_URI = "./clip_hybrid.db"
 DEFAULT_COLLECTION = "images"
@@ -347,13 +347,26 @@ class ImageStore:
         rows = self.client.get(self.collection_name, ids=list(ids), output_fields=list(fields))
         return {row["id"]: row for row in rows}
 
+    def _lite_collection(self) -> Any | None:
+        """Milvus Lite's in-process collection, for reads without gRPC (lite_direct.py);
+        None on a server or when pymilvus must answer."""
+        if not is_local_uri(self.uri):
+            return None
+        _ = self.client  # connecting starts this process's Lite server for the path
+        return lite_direct.collection(self.uri, self.collection_name)
+
     def get_hits(self, scored: Sequence[tuple[str, float]], *, filter: str = "") -> list[StoredHit]:
         """Rows for (id, score) pairs, in that order, with the same fields a search returns
         (dynamic metadata included); ids not stored, or not matching ``filter``, are skipped."""
         if not scored or not self.open_existing():
             return []
         ids = [i for i, _ in scored]
-        if filter:
+        lite = self._lite_collection()
+        if lite is not None:
+            rows = lite_direct.get(
+                lite, ids, filter=filter, output_fields=[*BUILTIN_FIELDS, "$meta"]
+            )
+        elif filter:
             rows = self.client.query(
                 self.collection_name,
                 filter=f"id in {_literal(ids)} and ({filter})",
@@ -413,19 +426,26 @@ class ImageStore:
         params = dict(self.index.search_params)
         if "ef" in params:
             params["ef"] = max(int(params["ef"]), limit)  # HNSW needs ef >= k
-        result = self.client.search(
-            self.collection_name,
-            data=[list(vector)],
-            limit=limit,
-            filter=filter,
-            # No fields wanted: ask for the key alone. An empty list means "every field" to
-            # Milvus Lite (3.2.2), vectors included, and "none" to a Milvus server.
-            output_fields=[*output_fields, "$meta"] if output_fields else ["id"],
-            search_params={"metric_type": "COSINE", "params": params},
-            anns_field="vector",
-        )
+        # No fields wanted: ask for the key alone. An empty list means "every field" to
+        # Milvus Lite (3.2.2), vectors included, and "none" to a Milvus server.
+        fields = [*output_fields, "$meta"] if output_fields else ["id"]
+        lite = self._lite_collection()
+        if lite is not None:
+            found = lite_direct.search(
+                lite, vector, limit=limit, filter=filter, output_fields=fields, search_params=params
+            )
+        else:
+            found = self.client.search(
+                self.collection_name,
+                data=[list(vector)],
+                limit=limit,
+                filter=filter,
+                output_fields=fields,
+                search_params={"metric_type": "COSINE", "params": params},
+                anns_field="vector",
+            )[0]
         hits = []
-        for hit in result[0]:
+        for hit in found:
             entity = dict(hit.get("entity", {}))
             entity.pop("id", None)
             meta = entity.pop("$meta", None)

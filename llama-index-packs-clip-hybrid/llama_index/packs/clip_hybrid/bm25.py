@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .bm25_tokens import TOKENIZER_SETTINGS, tokenize
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class CaptionBM25Index:
         self._retriever = retriever
         self.stamps = stamps
         self._segmented = segmented
+        #: The image id of each bm25s document, in bm25s' order (see :meth:`_document_ids`).
+        self._ids: np.ndarray | None = None
+        self._indexed = sum(1 for text in segmented.values() if text)
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -93,12 +98,45 @@ class CaptionBM25Index:
         tokens = tokenize(query)
         if self._retriever is None or not tokens or k < 1:
             return []
-        from llama_index.core.schema import QueryBundle
+        import bm25s
 
-        indexed = sum(1 for text in self._segmented.values() if text)
-        self._retriever.similarity_top_k = min(k, indexed)
-        hits = self._retriever.retrieve(QueryBundle(query_str=" ".join(tokens)))
-        return [(hit.node.node_id, float(hit.score)) for hit in hits if (hit.score or 0.0) > 0.0]
+        # The two calls of upstream's BM25Retriever._retrieve (llama-index-retrievers-bm25
+        # 0.8.0), with its settings, asking bm25s for image ids instead of corpus entries:
+        # upstream then rebuilds a TextNode from JSON for each hit, ~1 ms per 50 hits
+        # holding the GIL, and a hybrid query needs only the ids. tests/test_hybrid.py
+        # checks the results equal upstream's.
+        retriever = self._retriever
+        query_tokens = bm25s.tokenize(
+            " ".join(tokens),
+            stemmer=None,
+            token_pattern=retriever.token_pattern,
+            show_progress=False,
+        )
+        ids, scores = retriever.bm25.retrieve(
+            query_tokens,
+            corpus=self._document_ids(),
+            k=min(k, self._indexed),
+            show_progress=False,
+        )
+        return [
+            (str(image_id), float(score))
+            for image_id, score in zip(ids[0], scores[0], strict=True)
+            if score > 0.0
+        ]
+
+    def _document_ids(self) -> np.ndarray:
+        """Image ids in bm25s' document order: the captions with tokens, in ``segmented``
+        order (how :meth:`build` made the documents and :meth:`persist` wrote both).
+        Checked against the corpus at three places; read from it in full if they differ."""
+        if self._ids is None:
+            assert self._retriever is not None  # search() returns early without one
+            corpus = self._retriever.corpus
+            ids = [image_id for image_id, text in self._segmented.items() if text]
+            probes = {0, len(ids) // 2, len(ids) - 1} if ids else set()
+            if len(corpus) != len(ids) or any(corpus[i]["node_id"] != ids[i] for i in probes):
+                ids = [corpus[i]["node_id"] for i in range(len(corpus))]
+            self._ids = np.array(ids, dtype=object)
+        return self._ids
 
     # -- persistence ----------------------------------------------------------------------
 

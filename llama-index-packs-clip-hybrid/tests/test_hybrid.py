@@ -116,6 +116,61 @@ def test_images_without_paths_are_not_merged_into_one() -> None:
     assert sorted(h.node.node_id for h in ours) == ["x", "y"]
 
 
+class _Meeting:
+    """Branches that return only once all of them are running at the same time."""
+
+    def __init__(self, names: list[str]) -> None:
+        import threading
+
+        self.barrier = threading.Barrier(len(names), timeout=30)
+        self.threads: list[str] = []
+        self.names = names
+
+    def retriever(self, name: str, fail: bool = False):
+        from llama_index.core.base.base_retriever import BaseRetriever
+
+        meeting = self
+
+        class _R(BaseRetriever):
+            def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+                import threading
+
+                meeting.threads.append(threading.current_thread().name)
+                meeting.barrier.wait()  # BrokenBarrierError unless all branches overlap
+                if fail:
+                    raise RuntimeError(f"branch {name} failed")
+                return [NodeWithScore(node=ImageNode(id_=name), score=1.0)]
+
+        return _R()
+
+
+def test_branches_run_at_the_same_time_on_a_kept_pool() -> None:
+    meeting = _Meeting(["clip", "caption_vector", "bm25"])
+    fusion = RRFFusionRetriever({n: meeting.retriever(n) for n in meeting.names})
+    first = fusion.retrieve("q")
+    second = fusion.retrieve("q")
+    assert sorted(h.node.node_id for h in first) == sorted(meeting.names)
+    assert [h.node.node_id for h in second] == [h.node.node_id for h in first]
+    assert all(t.startswith("clip-hybrid-branch") for t in meeting.threads)
+    assert len(set(meeting.threads)) == 3  # the same three threads served both queries
+
+
+async def test_async_branches_run_at_the_same_time() -> None:
+    meeting = _Meeting(["a", "b"])
+    fusion = RRFFusionRetriever({n: meeting.retriever(n) for n in meeting.names})
+    hits = await fusion.aretrieve("q")
+    assert sorted(h.node.node_id for h in hits) == ["a", "b"]
+
+
+def test_a_failing_branch_fails_the_query() -> None:
+    meeting = _Meeting(["ok", "bad"])
+    fusion = RRFFusionRetriever(
+        {"ok": meeting.retriever("ok"), "bad": meeting.retriever("bad", fail=True)}
+    )
+    with pytest.raises(RuntimeError, match="branch bad failed"):
+        fusion.retrieve("q")
+
+
 def test_bad_fusion_options() -> None:
     with pytest.raises(ValueError, match="at least one branch"):
         RRFFusionRetriever({})
@@ -180,6 +235,45 @@ def test_bm25_persists_settings_and_rebuilds_only_what_changed(tmp_path: Path, c
         rebuilt = CaptionBM25Index.build(changed, previous=loaded)
     assert "4 captions (1 segmented again)" in caplog.text
     assert rebuilt.search("湖", 3)[0][0] == "photo" and rebuilt.search("mountains", 3) == []
+
+
+def _upstream_search(index: CaptionBM25Index, query: str, k: int) -> list[tuple[str, float]]:
+    """What CaptionBM25Index.search did through upstream's BM25Retriever.retrieve."""
+    tokens = tokenize(query)
+    retriever = index._retriever
+    if not tokens or retriever is None:
+        return []
+    retriever.similarity_top_k = min(k, len(retriever.corpus))
+    hits = retriever.retrieve(QueryBundle(query_str=" ".join(tokens)))
+    return [(h.node.node_id, float(h.score)) for h in hits if (h.score or 0.0) > 0.0]
+
+
+def test_bm25_search_equals_upstream_retriever_built_and_loaded(tmp_path: Path) -> None:
+    import random
+
+    words = ["diagram", "sales", "gateway", "系统", "架构", "登录", "lake", "the", "报告"]
+    rng = random.Random(3)
+    captions = [
+        CaptionText(f"img{i}", " ".join(rng.choice(words) for _ in range(rng.randrange(0, 9))), "s")
+        for i in range(300)
+    ]
+    built = CaptionBM25Index.build(captions)
+    built.persist(tmp_path / "bm25")
+    loaded = CaptionBM25Index.load(tmp_path / "bm25")
+    assert loaded is not None
+    queries = ["diagram", "系统架构", "sales 报告 lake", "the", "unknownword", "登录 gateway"]
+    compared = 0
+    for index in (built, loaded):
+        for query in queries:
+            for k in (1, 10, 50, 1000):
+                ours = index.search(query, k)
+                assert ours == _upstream_search(index, query, k), (query, k)
+                compared += len(ours)
+    assert compared > 500
+    # The corpus order is read back when it is not the captions' order.
+    loaded._segmented = dict(reversed(loaded._segmented.items()))
+    loaded._ids = None
+    assert loaded.search("系统架构", 50) == _upstream_search(loaded, "系统架构", 50)
 
 
 # -- the pack ------------------------------------------------------------------------

@@ -170,8 +170,19 @@ def search_with_cached_masks(
                     break
                 candidates[q].append((float(dists[q, j]), source, local))
 
-    project = project_record_fn or _projection(output_fields, pk_field, vector_field)
     winners = [sorted(found)[:top_k] for found in candidates]
+    if output_fields and set(output_fields) == {pk_field}:
+        # Ids only (what a hybrid branch asks for): no row to read. A search hit's
+        # projection leaves the key out of the entity (milvus_lite.engine.projection), so
+        # it is empty; upstream built it per hit, ~1 ms for 50 hits.
+        return [
+            [
+                {"id": in_scope[source].pks[local], "distance": dist, "entity": {}}
+                for dist, source, local in hits
+            ]
+            for hits in winners
+        ]
+    project = project_record_fn or _projection(output_fields, pk_field, vector_field)
     columns = in_scope[0].table.schema.names
     records = _records(in_scope, winners, columns_needed(output_fields, pk_field, columns))
     return [

@@ -28,6 +28,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ._util import milvus_lite_workaround_on
+
 SUPPORTED_VERSIONS = ("3.2.2",)
 ENV_SWITCH = "CLIP_HYBRID_LITE_DIRECT_READS"
 
@@ -36,15 +38,10 @@ def collection(uri: str, name: str) -> Any | None:
     """The in-process Milvus Lite ``Collection`` named ``name`` behind the local database
     ``uri``, or None: another milvus-lite version, switched off, no server for ``uri`` in
     this process yet, or no such collection (then pymilvus answers, with its errors)."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
+    if not milvus_lite_workaround_on(ENV_SWITCH, SUPPORTED_VERSIONS):
         return None
-    try:
-        import milvus_lite
-        from milvus_lite.server_manager import server_manager_instance
-    except ImportError:
-        return None
-    if getattr(milvus_lite, "__version__", None) not in SUPPORTED_VERSIONS:
-        return None
+    from milvus_lite.server_manager import server_manager_instance
+
     entry = getattr(server_manager_instance, "_servers", {}).get(os.path.abspath(uri))
     if entry is None:
         return None

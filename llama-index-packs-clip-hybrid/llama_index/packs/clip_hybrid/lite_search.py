@@ -27,13 +27,14 @@ GitHub; the report belongs at milvus-io/milvus-lite with the numbers above).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from ._util import milvus_lite_workaround_on
 
 SUPPORTED_VERSIONS = ("3.2.2",)
 ENV_SWITCH = "CLIP_HYBRID_LITE_FAST_SEARCH"
@@ -54,16 +55,11 @@ def install() -> bool:
     Safe to call repeatedly and from several threads.
     """
     global _upstream
-    if os.environ.get(ENV_SWITCH, "1") == "0":
+    if not milvus_lite_workaround_on(ENV_SWITCH, SUPPORTED_VERSIONS):
         return False
-    try:
-        import milvus_lite
-        from milvus_lite.engine import collection
-        from milvus_lite.search import executor_indexed
-    except ImportError:
-        return False
-    if getattr(milvus_lite, "__version__", None) not in SUPPORTED_VERSIONS:
-        return False
+    from milvus_lite.engine import collection
+    from milvus_lite.search import executor_indexed
+
     with _lock:
         if _upstream is None:
             _upstream = executor_indexed.execute_search_with_index

@@ -67,10 +67,14 @@ WORDS_ZH = [
 ]
 
 
-def synthetic_pack(uri: str, *, prefix: str = "") -> tuple[Any, Any]:
-    """A pack over ``uri`` (CLIP never loaded: queries carry vectors) and its caption store.
+def synthetic_pack(
+    uri: str, *, prefix: str = "", clip: Any = None, caption_embed: Any = None
+) -> tuple[Any, Any]:
+    """A pack over ``uri`` and its caption store.
 
-    ``prefix``: put before the collection names (a benchmark's own names on a server)."""
+    ``prefix``: put before the collection names (a benchmark's own names on a server).
+    ``clip``: the CLIP model (default: ViT-B/32, never loaded: queries carry vectors).
+    ``caption_embed``: a 384-dim caption embedder (default: a constant MockEmbedding)."""
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
     from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
@@ -78,9 +82,9 @@ def synthetic_pack(uri: str, *, prefix: str = "") -> tuple[Any, Any]:
 
     pack = ClipHybridPack(
         uri=uri,
-        embed_model=FastClipEmbedding(model_name="ViT-B/32"),  # never loaded here
+        embed_model=clip or FastClipEmbedding(model_name="ViT-B/32"),
         captioner="none",
-        caption_embed=MockEmbedding(embed_dim=384),
+        caption_embed=caption_embed or MockEmbedding(embed_dim=384),
         similarity_top_k=10,
         collection_name=f"{prefix}images",
         caption_collection=f"{prefix}captions",

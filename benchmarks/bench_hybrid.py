@@ -2,15 +2,25 @@
 
     uv run python benchmarks/bench_hybrid.py [--n 10000] [--queries 50]
     uv run python benchmarks/bench_hybrid.py --uri http://127.0.0.1:19530   # a server
+    uv run python benchmarks/bench_hybrid.py --embed    # queries encoded as users' are
 
 Synthetic data (seeded): N random L2-normalised 512-d "CLIP" vectors in the image
 collection, N 384-d caption vectors in the caption collection (Milvus Lite in a temp dir,
 or with ``--uri`` a Milvus server, in collections of the benchmark's own, dropped before
 and after; created by the pack's stores), and N captions of 12 words drawn from an
-English + Chinese vocabulary for BM25. Queries carry a precomputed CLIP vector and the
-caption embedder is a constant ``MockEmbedding``: model forward passes are measured in
-bench_embedding.py; this measures retrieval and fusion. Each round times every branch
-alone and the fused retriever (branches concurrent on threads), interleaved.
+English + Chinese vocabulary for BM25. By default queries carry a precomputed CLIP vector
+and the caption embedder is a constant ``MockEmbedding``, so this measures retrieval and
+fusion alone (model forward passes are in bench_embedding.py). With ``--embed`` queries
+are text and each branch encodes its own, as a user's query does: a full-size
+random-weight ViT-B/32 text tower and the bundled all-MiniLM-L6-v2 (the ``local`` extra).
+Each round times every branch alone and the fused retriever (branches concurrent on
+threads), interleaved.
+
+The "floor" rows time the least a fused query can cost on this engine: the same store,
+caption-store and BM25 calls the branches make, for ids and scores only, with no
+LlamaIndex node, span or callback; RRF on the ids; the top-10 rows read by id. Run on
+three threads and one after another: when the two are equal the branches do not overlap,
+whatever the fusion code does.
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ import random
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import machine, percentile
@@ -32,8 +44,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--uri", help="a Milvus server (default: Milvus Lite in a temp dir)")
+    parser.add_argument(
+        "--embed",
+        action="store_true",
+        help="text queries, encoded by each branch (random ViT-B/32, bundled MiniLM)",
+    )
     args = parser.parse_args()
     print(machine())
+    models: dict[str, Any] = {}
+    if args.embed:
+        from _common import vit_b_32_checkpoint
+        from llama_index.packs.clip_hybrid import FastClipEmbedding
+        from llama_index.packs.clip_hybrid.caption_embedding import local_caption_embedding
+
+        models = {
+            "clip": FastClipEmbedding(model_name=str(vit_b_32_checkpoint())),
+            "caption_embed": local_caption_embedding(),
+        }
 
     from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
     from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index
@@ -47,8 +74,8 @@ def main() -> None:
         started = time.perf_counter()
         prefix = "clip_hybrid_bench_" if args.uri else ""
         if args.uri:  # the benchmark's own collections, from a previous run
-            _drop(*synthetic_pack(uri, prefix=prefix))
-        pack, captions = synthetic_pack(uri, prefix=prefix)
+            _drop(*synthetic_pack(uri, prefix=prefix, **models))
+        pack, captions = synthetic_pack(uri, prefix=prefix, **models)
         texts = []
         for start in range(0, args.n, 5000):
             rows, cap_rows, chunk_texts, _ = synthetic_rows(
@@ -72,10 +99,17 @@ def main() -> None:
             vec = rng.standard_normal(512).astype(np.float32)
             vec /= np.linalg.norm(vec)
             text = " ".join(q_rng.choice(WORDS_EN + WORDS_ZH) for _ in range(3))
-            queries.append(QueryBundle(query_str=text, embedding=vec.tolist()))
-        for q in queries[:3]:  # warm-up
-            fused.retrieve(q)
-        times: dict[str, list[float]] = {name: [] for name in [*branches, "hybrid"]}
+            if args.embed:  # a distinct text each: nothing is cached between queries
+                queries.append(QueryBundle(query_str=f"{text} {len(queries)}"))
+            else:
+                queries.append(QueryBundle(query_str=text, embedding=vec.tolist()))
+        floor = _Floor(pack, branches)
+        for q in queries[:3]:  # warm-up; the floor must fuse what the retriever fuses
+            expected = [h.node.node_id for h in fused.retrieve(q)]
+            assert [h.node.node_id for h in floor.threaded(q)] == expected
+        times: dict[str, list[float]] = {
+            name: [] for name in [*branches, "hybrid", "floor (threads)", "floor (serial)"]
+        }
         for q in queries:
             for name, retriever in branches.items():
                 t = time.perf_counter()
@@ -85,6 +119,14 @@ def main() -> None:
             hits = fused.retrieve(q)
             times["hybrid"].append(time.perf_counter() - t)
             assert len({h.node.node_id for h in hits}) == len(hits)
+            for name, run in (
+                ("floor (threads)", floor.threaded),
+                ("floor (serial)", floor.serial),
+            ):
+                t = time.perf_counter()
+                run(q)
+                times[name].append(time.perf_counter() - t)
+        floor.pool.shutdown()
         if args.uri:
             _drop(pack, captions)
         pack.store.close()
@@ -95,6 +137,7 @@ def main() -> None:
     for name, values in times.items():
         print(f"  {name:<15} p50 {p50[name]:7.1f} ms   p95 {percentile(values, 95) * 1000:7.1f} ms")
     print(f"  hybrid / slowest branch p50: {p50['hybrid'] / slowest:.2f}x")
+    print(f"  floor (threads) / slowest branch p50: {p50['floor (threads)'] / slowest:.2f}x")
 
     # Fusion alone: 3 branches x 50 candidates (overlapping ids), many runs.
     fusion = RRFFusionRetriever({"a": _Null(), "b": _Null(), "c": _Null()})
@@ -111,6 +154,42 @@ def main() -> None:
     for _ in range(runs):
         fusion._reciprocal_rerank_fusion(results)
     print(f"  fusion alone (3 x 50 candidates): {(time.perf_counter() - t) / runs * 1000:.3f} ms")
+
+
+class _Floor:
+    """The least a fused query can cost here (see the module docstring)."""
+
+    def __init__(self, pack: Any, branches: dict[str, Any]) -> None:
+        self.pack = pack
+        # The caption branches' own query -> [(image id, score)] step, without nodes.
+        caption, bm25 = branches["caption_vector"], branches["bm25"]
+        self.calls = [
+            self._clip,
+            lambda q: caption._scored(q.query_str),
+            lambda q: bm25._scored(q.query_str),
+        ]
+        self.pool = ThreadPoolExecutor(max_workers=len(self.calls))
+
+    def _clip(self, q: Any) -> list[tuple[str, float]]:
+        vector = q.embedding or self.pack.embed_model.get_query_embedding(q.query_str)
+        hits = self.pack.store.search(vector, limit=50, filter="", output_fields=())
+        return [(h.id, h.score) for h in hits]
+
+    def _fuse(self, ranked: list[list[tuple[str, float]]]) -> list[Any]:
+        from llama_index.packs.clip_hybrid.retrievers import hit_to_node
+
+        fused: dict[str, float] = {}
+        for hits in ranked:
+            for rank, (image_id, _) in enumerate(hits):
+                fused[image_id] = fused.get(image_id, 0.0) + 1.0 / (60 + rank)
+        top = sorted(fused, key=fused.__getitem__, reverse=True)[:10]
+        return [hit_to_node(h) for h in self.pack.store.get_hits([(i, fused[i]) for i in top])]
+
+    def threaded(self, q: Any) -> list[Any]:
+        return self._fuse([f.result() for f in [self.pool.submit(c, q) for c in self.calls]])
+
+    def serial(self, q: Any) -> list[Any]:
+        return self._fuse([call(q) for call in self.calls])
 
 
 def _drop(pack, captions) -> None:  # type: ignore[no-untyped-def]

@@ -24,8 +24,10 @@ milvus-io/milvus-lite with the numbers above).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ._util import milvus_lite_workaround_on
@@ -62,16 +64,30 @@ def search(
 ) -> list[dict[str, Any]]:
     """One COSINE query on the ``vector`` field: hits as pymilvus returns them
     (``{"id", "distance", "entity"}``), best first."""
-    found = col.search(
-        [list(vector)],
-        top_k=limit,
-        metric_type="COSINE",
-        expr=filter or None,
-        output_fields=output_fields,
-        anns_field="vector",
-        search_params=search_params,
-    )
+    with _as_pymilvus_errors():
+        found = col.search(
+            [list(vector)],
+            top_k=limit,
+            metric_type="COSINE",
+            expr=filter or None,
+            output_fields=output_fields,
+            anns_field="vector",
+            search_params=search_params,
+        )
     return list(found[0]) if found else []
+
+
+@contextmanager
+def _as_pymilvus_errors() -> Iterator[None]:
+    """Lite's own exceptions (a bad filter, a released collection) raised as the
+    ``MilvusException`` that pymilvus raises for them, with the same message."""
+    from milvus_lite.exceptions import MilvusLiteError
+    from pymilvus import MilvusException
+
+    try:
+        yield
+    except MilvusLiteError as exc:
+        raise MilvusException(message=str(exc)) from exc
 
 
 def get(
@@ -80,20 +96,34 @@ def get(
     """Rows by primary key (only those stored and matching ``filter``), in ``ids`` order,
     as pymilvus' ``get`` and ``query`` return them.
 
+    With a filter the rows come from ``Collection.query`` on ``key in [...] and
+    (filter)``, the call pymilvus' path ends in: upstream's ``get(expr=...)`` checks the
+    filter row by row with other semantics (``camera not in [...]`` drops a row without
+    ``camera``, which ``query`` and ``search`` keep).
+
     Without a filter the rows are found as upstream's ``Collection.get`` finds them
     (memtable first, then the newest copy across segments unless a tombstone is newer)
     but read with one ``take`` of the wanted columns per segment: upstream converts every
     cell of each row, the 512 floats of its vector included (~1 ms for the 10 rows of a
     hybrid result at 10k rows, py-spy)."""
     if filter:
-        return list(col.get(list(ids), expr=filter, output_fields=output_fields))
+        expr = f"{col._pk_name} in {json.dumps(list(ids), ensure_ascii=False)} and ({filter})"
+        with _as_pymilvus_errors():
+            rows = col.query(expr, output_fields=output_fields)
+        by_id = {row[col._pk_name]: row for row in rows}
+        return [by_id[pk] for pk in ids if pk in by_id]
     from milvus_lite.engine.projection import build_projection_plan, project_record
 
     from .lite_search import columns_needed, read_rows
 
+    with _as_pymilvus_errors():
+        col._require_loaded()  # a released collection fails as through pymilvus
     plan = build_projection_plan(output_fields, col._schema, api_kind="get")
-    segments, tombstones = col._read_snapshot()
+    # The memtable before the snapshot (upstream reads it after): a flush swaps in an
+    # empty memtable before it adds the flushed segment, and this order narrows the
+    # window in which a read sees neither copy of the flushed rows.
     memtable = col._memtable
+    segments, tombstones = col._read_snapshot()
     found: dict[str, dict[str, Any]] = {}
     picks: list[tuple[str, int, int]] = []
     for pk in dict.fromkeys(ids):

@@ -134,7 +134,10 @@ class ImageStore:
             raise ValueError(
                 f"collection_name={collection_name!r} must be letters, digits and underscores."
             )
-        self.uri = uri
+        # A local path is resolved now, as pymilvus resolves it when it connects: the
+        # in-process reads (lite_direct) and close() find this database's server by its
+        # absolute path, and must not follow a later os.chdir to another database.
+        self.uri = os.path.abspath(uri) if is_local_uri(uri) else uri
         self.collection_name = collection_name
         self.index = index or (LITE_INDEX if is_local_uri(uri) else SERVER_INDEX)
         self._token = token

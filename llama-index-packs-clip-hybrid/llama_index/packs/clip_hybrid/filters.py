@@ -56,7 +56,10 @@ def _one(flt: MetadataFilter) -> str:
     if op == FilterOperator.CONTAINS:
         return f"array_contains({key}, {_value(flt.value)})"
     if op == FilterOperator.TEXT_MATCH:
-        text = str(flt.value).replace("\\", "\\\\").replace('"', '\\"').replace("%", "\\%")
+        # A substring match. Milvus Lite 3.2.2 parses no escape for LIKE's wildcards ("\%"
+        # is a parse error), so a "%" or "_" in the value matches as one: any run of
+        # characters, any one character ("a_b" also finds "axb").
+        text = str(flt.value).replace("\\", "\\\\").replace('"', '\\"')
         return f'{key} like "%{text}%"'
     if op == FilterOperator.IS_EMPTY:
         return f'({key} is null or {key} == "")'

@@ -57,18 +57,19 @@ def sniff_image(path: str | os.PathLike[str]) -> bool:
 def discover_images(
     inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = True
 ) -> Iterator[Path]:
-    """Yield image files under ``inputs`` (files or folders), each resolved path once.
+    """Yield image files under ``inputs`` (files or folders), each absolute path once.
 
     In folders, a file is taken when its suffix is an image suffix or its first bytes are
     an image's magic number (so ``scan0001`` without a suffix is found); hidden files and
-    folders are skipped and symlinked folders are not followed (no loops). SVG files are
+    folders are skipped and symlinked folders are not followed (no loops); a symlinked file
+    and its target are two paths, both yielded (each keeps its own row). SVG files are
     yielded too, so that each is reported as unsupported rather than silently left out. A path given
     explicitly is always yielded, so that a bad one is reported rather than ignored.
     """
     seen: set[str] = set()
 
     def once(path: Path) -> Iterator[Path]:
-        key = os.path.realpath(path)
+        key = os.path.normpath(path)
         if key not in seen:
             seen.add(key)
             yield path

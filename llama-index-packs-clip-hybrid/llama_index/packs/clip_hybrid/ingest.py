@@ -79,6 +79,29 @@ def _unstorable_path(path: str) -> str | None:
     return None
 
 
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """Why these metadata cannot be stored as given (Milvus would refuse the whole chunk,
+    or one key would overwrite another), naming the key and the fix; or None."""
+    for key, value in metadata.items():
+        if key.startswith("$"):
+            return f"metadata key {key!r}: Milvus reserves names starting with '$'; rename it"
+        if key in _RESERVED and f"meta_{key}" in metadata:
+            return (
+                f"metadata keys {key!r} and 'meta_{key}' would both be stored as "
+                f"'meta_{key}' ({key!r} is a built-in field); rename one"
+            )
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, int) and not isinstance(item, bool):
+                if not -(2**63) <= item < 2**63:
+                    return f"metadata {key!r}: {item} does not fit in 64 bits; store it as a string"
+            elif isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"metadata {key!r} is not valid UTF-8 text; fix or drop that value"
+    return None
+
+
 @dataclass(frozen=True)
 class IngestFailure:
     path: str
@@ -184,7 +207,7 @@ class ImageIngestor:
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         items = list(inputs) if not isinstance(inputs, list) else inputs
-        roots = [os.path.abspath(os.fspath(i)) for i in items if _is_dir(i)]
+        roots = [_folder(i) for i in items if _is_dir(i)]
         report = IngestReport()
         seen: set[str] = set()
         self._ensure_store()
@@ -204,7 +227,7 @@ class ImageIngestor:
             if pending is not None:
                 self._write(pending, report)
         if sync and roots:
-            report.removed = self._remove_missing(roots, seen)
+            report.removed = self._remove_missing(roots, recursive=recursive)
         self.store.flush()
         if progress is not None:
             progress.close()
@@ -262,6 +285,12 @@ class ImageIngestor:
     def _from_node(self, node: ImageNode | ImageDocument, report: IngestReport) -> _Item | None:
         metadata = {k: v for k, v in node.metadata.items() if _storable(v)}
         path = node.image_path or node.metadata.get("file_path")
+        problem = _metadata_problem(metadata)
+        if problem:
+            report.failed.append(
+                IngestFailure(printable_path(path) if path else node.node_id, problem)
+            )
+            return None
         if path:
             problem = _unstorable_path(os.path.abspath(path))
             if problem:
@@ -438,12 +467,18 @@ class ImageIngestor:
         )
         return row
 
-    def _remove_missing(self, roots: list[str], seen: set[str]) -> int:
+    def _remove_missing(self, roots: list[str], *, recursive: bool) -> int:
+        """Delete the rows of files under ``roots`` (directly in them when not
+        ``recursive``) that are gone from disk. Only that: a row whose file exists stays,
+        whether or not this run walked to it (a hidden file or one under a symlinked
+        folder, indexed by name; a sub-folder with ``recursive=False``)."""
         prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
         stale = [
             row["id"]
             for row in self.store.iter_rows(["path"])
-            if row["path"].startswith(prefixes) and row["id"] not in seen
+            if row["path"].startswith(prefixes)
+            and (recursive or os.path.dirname(row["path"]) in roots)
+            and not os.path.lexists(row["path"])
         ]
         for batch in chunks(stale, 1000):
             self.store.delete(batch)
@@ -461,7 +496,13 @@ class ImageIngestor:
 
 
 def _is_dir(item: Any) -> bool:
-    return isinstance(item, (str, os.PathLike)) and Path(item).is_dir()
+    return isinstance(item, (str, os.PathLike)) and Path(item).expanduser().is_dir()
+
+
+def _folder(item: str | os.PathLike[str]) -> str:
+    """A folder input as the absolute path its files are stored under (``~`` expanded,
+    as :func:`discover_images` expands it)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(item)))
 
 
 def _storable(value: Any) -> bool:

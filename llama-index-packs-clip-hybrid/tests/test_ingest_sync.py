@@ -1,0 +1,103 @@
+"""Re-ingesting with ``sync``, symlinked files, and metadata Milvus cannot store as given.
+
+Real Milvus Lite and the tiny CLIP. The rule: nothing a user indexed is lost or
+overwritten, and one bad item never sinks the others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from llama_index.core.schema import ImageNode
+from llama_index.packs.clip_hybrid import image_node_id
+from llama_index.packs.clip_hybrid.images import file_sha256
+
+
+def _stored(pack) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {row["path"]: row["sha256"] for row in pack.store.iter_rows(["path", "sha256"])}
+
+
+def _pngs(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.png"))
+
+
+def test_sync_without_recursion_keeps_the_rows_of_sub_folders(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)  # every kind folder, recursively
+    before = _stored(pack)
+    root_file = image_dir / "top.png"
+    shutil.copyfile(_pngs(image_dir)[0], root_file)
+    pack.ingest(image_dir)
+    root_file.unlink()  # gone: the one row sync should remove
+    report = pack.ingest(image_dir, sync=True, recursive=False)
+    assert report.removed == 1
+    assert _stored(pack) == before
+
+
+def test_sync_removes_only_files_that_are_gone(pack, image_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = _pngs(image_dir)[0]
+    hidden = image_dir / ".hidden.png"
+    shutil.copyfile(first, hidden)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copyfile(first, outside / "linked.png")
+    os.symlink(outside, image_dir / "linked")  # a symlinked folder: never walked
+    pack.ingest([image_dir, hidden, image_dir / "linked" / "linked.png"])
+    gone = _pngs(image_dir)[1]
+    gone.unlink()
+    report = pack.ingest(image_dir, sync=True)
+    assert report.removed == 1
+    stored = _stored(pack)
+    assert str(gone) not in stored
+    assert {str(hidden), str(image_dir / "linked" / "linked.png")} <= set(stored)
+
+
+def test_sync_of_a_home_relative_folder(pack, image_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HOME", str(image_dir.parent))
+    home_relative = "~/" + image_dir.name
+    pack.ingest(home_relative)
+    gone = _pngs(image_dir)[0]
+    gone.unlink()
+    assert pack.ingest(home_relative, sync=True).removed == 1
+    assert str(gone) not in _stored(pack)
+
+
+def test_a_symlinked_file_and_its_target_keep_a_row_each(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    folder = _pngs(image_dir)[0].parent
+    target = folder / "z.png"
+    shutil.copyfile(_pngs(image_dir)[0], target)
+    pack.ingest(image_dir)
+    os.symlink(target, folder / "a.png")  # sorts before its target
+    pack.ingest(image_dir)
+    shutil.copyfile(_pngs(image_dir)[-1], target)  # new bytes in the target
+    pack.ingest(image_dir, sync=True)
+    stored = _stored(pack)
+    assert stored[str(target)] == stored[str(folder / "a.png")] == file_sha256(target)
+
+
+def test_metadata_milvus_would_refuse_fails_that_node_only_and_names_the_key(
+    pack, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    files = _pngs(image_dir)
+    nodes = [
+        ImageNode(image_path=str(files[0]), metadata={"owner": "ana"}),
+        ImageNode(image_path=str(files[1]), metadata={"big": -(2**70)}),
+        ImageNode(image_path=str(files[2]), metadata={"note": "caf\udce9"}),
+        ImageNode(image_path=str(files[3]), metadata={"tags": ["ok", 2**64]}),
+        ImageNode(image_path=str(files[4]), metadata={"$meta": "x"}),
+        ImageNode(image_path=str(files[5]), metadata={"path": "P", "meta_path": "MP"}),
+        ImageNode(image_path=str(files[6]), metadata={"year": 2**63 - 1, "path": "P"}),
+    ]
+    report = pack.ingest(nodes)
+    assert report.indexed == 2
+    reasons = {f.path: f.reason for f in report.failed}
+    assert set(reasons) == {str(f) for f in files[1:6]}
+    assert "'big'" in reasons[str(files[1])] and "as a string" in reasons[str(files[1])]
+    assert "'note'" in reasons[str(files[2])] and "UTF-8" in reasons[str(files[2])]
+    assert "'tags'" in reasons[str(files[3])]
+    assert "'$meta'" in reasons[str(files[4])]
+    assert "'meta_path'" in reasons[str(files[5])] and "rename one" in reasons[str(files[5])]
+    rows = pack.store.get([image_node_id(files[6])], ["meta_path", "year"])
+    assert rows[image_node_id(files[6])]["meta_path"] == "P"
+    assert rows[image_node_id(files[6])]["year"] == 2**63 - 1

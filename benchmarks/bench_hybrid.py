@@ -165,8 +165,8 @@ class _Floor:
         caption, bm25 = branches["caption_vector"], branches["bm25"]
         self.calls = [
             self._clip,
-            lambda q: caption._scored(q.query_str),
-            lambda q: bm25._scored(q.query_str),
+            lambda q: caption._scored(q.query_str, 50),
+            lambda q: bm25._scored(q.query_str, 50),
         ]
         self.pool = ThreadPoolExecutor(max_workers=len(self.calls))
 

@@ -176,6 +176,46 @@ def test_bad_fusion_options() -> None:
         RRFFusionRetriever({})
     with pytest.raises(ValueError, match="unknown branches"):
         RRFFusionRetriever({"clip": _Fixed(CLIP).retriever()}, weights={"bm25": 2.0})
+    clip = {"clip": _Fixed(CLIP).retriever()}
+    for k in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rrf_k"):
+            RRFFusionRetriever(clip, rrf_k=k)
+    for w in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="finite numbers >= 0"):
+            RRFFusionRetriever(clip, weights={"clip": w})
+
+
+def test_pack_weights_for_a_misspelt_branch_are_an_error(pack, image_dir) -> None:
+    pack.ingest(image_dir)  # CLIP only: the caption branches cannot run
+    with pytest.raises(ValueError, match=r"unknown branches: \['bm52'\]"):
+        pack.hybrid_retriever(weights={"bm52": 2.0})
+    assert pack.hybrid_retriever(weights={"bm25": 2.0}).branch_names == ["clip"]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_the_top_k_are_counted_after_finish_drops_results(use_async: bool) -> None:
+    # Fused order c, b, a, d (test above); finish drops c, as hydrate drops an id whose
+    # image row is gone: three results still come back, in fused order.
+    branches = {
+        "clip": _Fixed(CLIP).retriever(),
+        "caption_vector": _Fixed(CAPTION).retriever(),
+        "bm25": _Fixed(BM25).retriever(),
+    }
+    seen: list[list[str]] = []
+
+    def finish(hits: list[NodeWithScore]) -> list[NodeWithScore]:
+        seen.append([h.node.node_id for h in hits])
+        return [h for h in hits if h.node.node_id != "c"]
+
+    fusion = RRFFusionRetriever(branches, similarity_top_k=3, finish=finish)
+    if use_async:
+        import asyncio
+
+        hits = asyncio.run(fusion.aretrieve("q"))
+    else:
+        hits = fusion.retrieve("q")
+    assert [h.node.node_id for h in hits] == ["b", "a", "d"]
+    assert seen == [["c", "b", "a"], ["d"]]  # only what is still needed is read
 
 
 # -- BM25 over captions ---------------------------------------------------------------
@@ -346,6 +386,54 @@ def test_pack_hybrid_without_captions_is_clip_alone(pack, image_dir) -> None:
     assert pack.last_branches == ["clip"]
     clip = pack.retrieve("a bar chart", mode="text", similarity_top_k=3)
     assert [h.node.node_id for h in hits] == [h.node.node_id for h in clip]
+
+
+def test_a_deleted_image_still_leaves_k_results(hybrid_pack) -> None:
+    retriever = hybrid_pack.hybrid_retriever(similarity_top_k=3, branches=("bm25",))
+    before = [h.node.node_id for h in retriever.retrieve("image")]
+    assert len(before) == 3
+    hybrid_pack.store.delete([before[0]])  # its caption row stays: BM25 still finds it
+    after = [h.node.node_id for h in retriever.retrieve("image")]
+    assert len(after) == 3 and after[:2] == before[1:]
+
+
+@pytest.mark.parametrize("branch", ["bm25", "caption_vector"])
+def test_a_filter_narrows_caption_branches_without_emptying_them(hybrid_pack, branch) -> None:
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    unfiltered = hybrid_pack.hybrid_retriever(
+        similarity_top_k=50, candidates=50, branches=(branch,)
+    ).retrieve("image")
+    # A category of the lowest-ranked images, not the top one's: with one candidate the
+    # branch's first caption hit fails the filter.
+    top = unfiltered[0].node.metadata["category"]
+    last = [h.node.metadata["category"] for h in unfiltered if h.node.metadata["category"] != top][
+        -1
+    ]
+    only = MetadataFilters(filters=[MetadataFilter(key="category", value=last)])
+    hits = hybrid_pack.hybrid_retriever(
+        similarity_top_k=1, candidates=1, branches=(branch,), filters=only
+    ).retrieve("image")
+    assert [h.node.metadata["category"] for h in hits] == [last]
+    assert set(hits[0].node.metadata[HYBRID_METADATA_KEY]["branches"]) == {branch}
+
+
+def test_a_bm25_index_left_beside_a_deleted_database_does_not_answer(
+    hybrid_pack, milvus_uri, fast_clip, image_dir
+) -> None:
+    import shutil
+
+    assert Path(hybrid_pack.bm25_path).is_dir()
+    hybrid_pack.store.close()
+    shutil.rmtree(milvus_uri)  # the database, not the BM25 index beside it
+    fresh = ClipHybridPack(uri=milvus_uri, embed_model=fast_clip)  # captions off
+    try:
+        fresh.ingest(image_dir)  # the same paths: the same image ids
+        assert fresh.bm25_index() is None
+        fresh.retrieve("系统架构图", mode="hybrid")
+        assert fresh.last_branches == ["clip"]
+    finally:
+        fresh.store.close()
 
 
 def test_bm25_index_reloads_in_a_new_pack(hybrid_pack, milvus_uri, fast_clip) -> None:

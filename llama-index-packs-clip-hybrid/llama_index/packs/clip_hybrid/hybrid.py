@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,9 @@ from .caption_store import CaptionStore
 from .filters import filters_to_expr
 from .retrievers import hit_to_node
 from .store import ImageStore
+
+#: The most hits one Milvus search returns (its topk limit).
+MAX_SEARCH_LIMIT = 16384
 
 #: Node metadata key holding the per-branch ranks and scores and the fused score.
 HYBRID_METADATA_KEY = "hybrid"
@@ -81,14 +85,25 @@ class _CaptionBranch(BaseRetriever):
         self.read_rows = read_rows
         super().__init__()
 
-    def _scored(self, query: str) -> list[tuple[str, float]]:
+    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
         raise NotImplementedError
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        """The top ``similarity_top_k`` images. Captions carry no image metadata, so a
+        filter is applied to the images their hits point to: while fewer than k pass and
+        the branch has more, it asks again for 4x as many captions (up to Milvus' 16,384)."""
         if not query_bundle.query_str.strip():
             return []
-        scored = self._scored(query_bundle.query_str)
-        return _image_nodes(self.images, scored, self._expr, self.read_rows)
+        want = self.similarity_top_k
+        limit = want
+        while True:
+            scored = self._scored(query_bundle.query_str, limit)
+            nodes = _image_nodes(self.images, scored, self._expr, self.read_rows)
+            if len(nodes) >= want or not self._expr or len(scored) < limit:
+                return nodes[:want]
+            if limit >= MAX_SEARCH_LIMIT:
+                return nodes[:want]
+            limit = min(limit * 4, MAX_SEARCH_LIMIT)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
@@ -103,13 +118,17 @@ class CaptionVectorRetriever(_CaptionBranch):
     def __init__(self, *, captions: CaptionStore, embed_model: BaseEmbedding, **kwargs: Any):
         self.captions = captions
         self.embed_model = embed_model
+        self._vector: tuple[str, list[float]] | None = None
         super().__init__(**kwargs)
 
-    def _scored(self, query: str) -> list[tuple[str, float]]:
+    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
         if not self.captions.open_existing():
             return []
-        vector = unit_vector(self.embed_model.get_query_embedding(query))
-        hits = self.captions.search(vector, limit=self.similarity_top_k, output_fields=())
+        cached = self._vector  # asked again for more hits: not embedded (paid) again
+        if cached is None or cached[0] != query:
+            cached = (query, unit_vector(self.embed_model.get_query_embedding(query)))
+            self._vector = cached
+        hits = self.captions.search(cached[1], limit=limit, output_fields=())
         return [(h.id, h.score) for h in hits]
 
 
@@ -135,9 +154,9 @@ class CaptionBM25Retriever(_CaptionBranch):
             self._index = self._index()
         return self._index
 
-    def _scored(self, query: str) -> list[tuple[str, float]]:
+    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
         index = self.index
-        return index.search(query, self.similarity_top_k) if index is not None else []
+        return index.search(query, limit) if index is not None else []
 
 
 class MilvusBM25Retriever(_CaptionBranch):
@@ -149,8 +168,8 @@ class MilvusBM25Retriever(_CaptionBranch):
         self.captions = captions
         super().__init__(**kwargs)
 
-    def _scored(self, query: str) -> list[tuple[str, float]]:
-        return self.captions.search_bm25(query, limit=self.similarity_top_k)
+    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
+        return self.captions.search_bm25(query, limit=limit)
 
 
 def _image_nodes(
@@ -238,11 +257,14 @@ class RRFFusionRetriever(QueryFusionRetriever):
     ) -> None:
         if not branches:
             raise ValueError("Hybrid retrieval needs at least one branch.")
-        if rrf_k <= 0:
-            raise ValueError(f"rrf_k={rrf_k} must be > 0.")
+        if not (math.isfinite(rrf_k) and rrf_k > 0):
+            raise ValueError(f"rrf_k={rrf_k} must be a finite number > 0.")
         unknown = set(weights or {}) - set(branches)
         if unknown:
             raise ValueError(f"weights for unknown branches: {sorted(unknown)}")
+        bad = {n: w for n, w in (weights or {}).items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"weights must be finite numbers >= 0: {bad}")
         names = list(branches)
         super().__init__(
             retrievers=[_OnThread(branches[n]) for n in names],
@@ -280,13 +302,34 @@ class RRFFusionRetriever(QueryFusionRetriever):
         }
         return {key: future.result() for key, future in futures.items()}
 
+    # Upstream's _retrieve/_aretrieve with num_queries=1 in RRF mode, except the cut to
+    # similarity_top_k: it comes after `finish`, which drops ids whose image is gone (a
+    # caption can outlive its image), so that k results still come back.
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = super()._retrieve(query_bundle)
-        return self._finish(hits) if self._finish else hits
+        if self.use_async:
+            results = self._run_nested_async_queries([query_bundle])
+        else:
+            results = self._run_sync_queries([query_bundle])
+        return self._top(self._reciprocal_rerank_fusion(results))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = await super()._aretrieve(query_bundle)
-        return await asyncio.to_thread(self._finish, hits) if self._finish else hits
+        results = await self._run_async_queries([query_bundle])
+        fused = self._reciprocal_rerank_fusion(results)
+        return await asyncio.to_thread(self._top, fused) if self._finish else self._top(fused)
+
+    def _top(self, fused: list[NodeWithScore]) -> list[NodeWithScore]:
+        """The first ``similarity_top_k`` fused results that ``finish`` keeps."""
+        k = self.similarity_top_k
+        if self._finish is None:
+            return fused[:k]
+        out: list[NodeWithScore] = []
+        start = 0
+        while len(out) < k and start < len(fused):
+            window = fused[start : start + k - len(out)]
+            start += len(window)
+            out.extend(self._finish(window))
+        return out
 
     def _reciprocal_rerank_fusion(
         self, results: dict[tuple[str, int], list[NodeWithScore]]

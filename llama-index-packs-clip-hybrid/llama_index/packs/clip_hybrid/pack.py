@@ -333,7 +333,11 @@ class ClipHybridPack(_PackBase):
         return index
 
     def bm25_index(self) -> CaptionBM25Index | None:
-        """The persisted BM25 index (loaded once, no tokenizing), built when missing."""
+        """The persisted BM25 index (loaded once, no tokenizing), built when missing; None
+        without a caption collection (an index left beside a deleted database must not
+        answer for the images indexed again under the same ids)."""
+        if not self.caption_store.open_existing():
+            return None
         if isinstance(self._bm25, _Unset):
             loaded = CaptionBM25Index.load(self.bm25_path)
             self._bm25 = loaded if loaded is not None else self.refresh_bm25()
@@ -464,6 +468,9 @@ class ClipHybridPack(_PackBase):
                 "need a captioner, and a caption embedder for their vectors)."
             )
         if weights:
+            unknown = set(weights) - {BRANCH_CLIP, BRANCH_CAPTION, BRANCH_BM25}
+            if unknown:
+                raise ValueError(f"weights for unknown branches: {sorted(unknown)}")
             weights = {k: v for k, v in weights.items() if k in available}
         return RRFFusionRetriever(
             available,

@@ -101,3 +101,41 @@ def test_metadata_milvus_would_refuse_fails_that_node_only_and_names_the_key(
     rows = pack.store.get([image_node_id(files[6])], ["meta_path", "year"])
     assert rows[image_node_id(files[6])]["meta_path"] == "P"
     assert rows[image_node_id(files[6])]["year"] == 2**63 - 1
+
+
+def test_new_metadata_for_an_indexed_image_are_stored_without_a_forward_pass(
+    pack, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    pack.ingest(image_dir)
+    image = _pngs(image_dir)[0]
+    node_id = image_node_id(image)
+    tagged = pack.ingest([ImageNode(image_path=str(image), metadata={"tag": "new", "n": 1})])
+    assert (tagged.indexed, tagged.forward_passes, tagged.unchanged) == (1, 0, 0)
+    assert pack.store.get([node_id], ["tag", "n"])[node_id] | {"id": node_id} == {
+        "id": node_id,
+        "tag": "new",
+        "n": 1,
+    }
+    again = pack.ingest([ImageNode(image_path=str(image), metadata={"tag": "new", "n": 1})])
+    assert (again.indexed, again.unchanged) == (0, 1)
+    folder_again = pack.ingest(image_dir)  # no metadata given: the stored ones stay
+    assert folder_again.indexed == 0
+    assert pack.store.get([node_id], ["tag"])[node_id]["tag"] == "new"
+
+
+def test_one_image_given_twice_with_other_metadata_is_reported_not_overwritten(
+    pack, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    data = base64.b64encode(_pngs(image_dir)[0].read_bytes()).decode()
+    report = pack.ingest(
+        [
+            ImageNode(image=data, metadata={"owner": "alice"}),
+            ImageNode(image=data, metadata={"owner": "bob"}),
+        ]
+    )
+    assert report.indexed == 1
+    assert len(report.failed) == 1 and "with other metadata" in report.failed[0].reason
+    rows = list(pack.store.iter_rows(["owner"]))
+    assert [r["owner"] for r in rows] == ["alice"]

@@ -262,12 +262,25 @@ class ImageIngestor:
 
     def _expand(self, items: list[Any], report: IngestReport, recursive: bool) -> Iterator[_Item]:
         paths: list[Any] = []
+        given: dict[str, dict[str, Any]] = {}  # node id -> its metadata, this run
         for item in items:
             if isinstance(item, (ImageNode, ImageDocument)):
                 converted = self._from_node(item, report)
-                if converted is not None:
-                    report.seen += 1
-                    yield converted
+                if converted is None:
+                    continue
+                earlier = given.setdefault(converted.id, converted.metadata)
+                if earlier is not converted.metadata and earlier != converted.metadata:
+                    report.failed.append(
+                        IngestFailure(
+                            converted.path or item.node_id,
+                            "the same image as an earlier node of this run (the same "
+                            f"{'path' if converted.path else 'bytes'}) with other metadata; "
+                            "give it once, with all its metadata",
+                        )
+                    )
+                    continue
+                report.seen += 1
+                yield converted
             elif isinstance(item, (str, os.PathLike)):
                 paths.append(item)
             else:
@@ -334,10 +347,16 @@ class ImageIngestor:
                     else (f"cannot read file ({exc.strerror or exc})")
                 )
                 report.failed.append(IngestFailure(item.path, reason))
-        stored = self.store.get([i.id for i in ready], ["sha256"])
+        with_metadata = any(item.metadata for item in ready)
+        fields = ["sha256", "$meta"] if with_metadata else ["sha256"]
+        stored = self.store.get([i.id for i in ready], fields)
         todo = []
         for item in ready:
-            if stored.get(item.id, {}).get("sha256") == item.sha256:
+            row = stored.get(item.id, {})
+            same_bytes = row.get("sha256") == item.sha256
+            # Metadata given with a node replace the stored ones (its vector is reused);
+            # an image given without metadata (a file in a folder) keeps what it has.
+            if same_bytes and (not item.metadata or _user_fields(row) == _stored_form(item)):
                 report.unchanged += 1
             else:
                 todo.append(item)
@@ -450,9 +469,7 @@ class ImageIngestor:
 
     def _row(self, item: _Item, vector: list[float]) -> dict[str, Any]:
         folder = os.path.dirname(item.path) if item.path else ""
-        row: dict[str, Any] = {
-            f"meta_{k}" if k in _RESERVED else k: v for k, v in item.metadata.items()
-        }
+        row: dict[str, Any] = _stored_form(item)
         row.update(
             id=item.id,
             vector=vector,
@@ -493,6 +510,16 @@ class ImageIngestor:
         from tqdm.auto import tqdm
 
         return tqdm(desc="images", unit="img")
+
+
+def _stored_form(item: _Item) -> dict[str, Any]:
+    """An item's metadata as its row stores them (a built-in field's name gets ``meta_``)."""
+    return {f"meta_{k}" if k in _RESERVED else k: v for k, v in item.metadata.items()}
+
+
+def _user_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The stored metadata of a row read with ``["sha256", "$meta"]``."""
+    return {k: v for k, v in row.items() if k not in ("id", "sha256")}
 
 
 def _is_dir(item: Any) -> bool:

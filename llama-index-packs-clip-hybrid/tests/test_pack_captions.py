@@ -8,7 +8,7 @@ import pytest
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding, LLMCaptioner
 from llama_index.packs.clip_hybrid.caption_embedding import local_embedding_available
-from llama_index.packs.clip_hybrid.testing import ApiStub, require
+from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table, require
 
 KEY = "sk-test-pack-000000"
 
@@ -181,3 +181,57 @@ def test_auto_caption_embedder_follows_the_collection(
             assert "caption_vector" in later.last_branches
         finally:
             later.store.close()
+
+
+def _names_in_id_order(folder: Path, count: int) -> list[str]:
+    """``count`` file names whose image ids (uuid5 of the path) sort as the names do, so
+    that every way of walking the rows (by name, by id) meets them in this order."""
+    from llama_index.packs.clip_hybrid import image_node_id
+
+    picked: list[str] = []
+    for i in range(1000):
+        name = f"copy{i:03d}.png"
+        if not picked or image_node_id(folder / name) > image_node_id(folder / picked[-1]):
+            picked.append(name)
+            if len(picked) == count:
+                return picked
+    raise AssertionError("no names found")
+
+
+def test_copies_of_one_image_caption_from_a_copy_that_still_has_its_bytes(
+    milvus_uri, fast_clip, tmp_path, image_dir
+) -> None:
+    import hashlib
+    import shutil
+
+    root = tmp_path / "copies"
+    root.mkdir()
+    source = sorted(image_dir.rglob("*.png"))
+    deleted, changed, kept = _names_in_id_order(root, 3)  # tried in this order
+    for name in (deleted, changed, kept):  # three copies of the same bytes
+        shutil.copyfile(source[0], root / name)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(source[1], other / "x.png")
+    _pack(milvus_uri, fast_clip).ingest(root)  # indexed without captions
+    (root / deleted).unlink()
+    shutil.copyfile(source[2], root / changed)
+    old = hashlib.sha256(source[0].read_bytes()).hexdigest()
+    new = hashlib.sha256(source[2].read_bytes()).hexdigest()
+    table = caption_table({old: "the original bytes", new: "the changed bytes"})
+    with ApiStub(caption=table) as stub:
+        captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)
+        pack = _pack(milvus_uri, fast_clip, captioner=captioner, caption_embed="none")
+        try:
+            report = pack.ingest(other)  # captions every image without one
+            assert report.captions is not None
+            failed = {Path(f.path).name: f.reason for f in report.captions.failed}
+            assert set(failed) == {deleted, changed}
+            assert "cannot read file" in failed[deleted]
+            assert "changed since it was indexed" in failed[changed]
+            texts = {Path(r["path"]).name: r["text"] for r in _rows(pack).values()}
+            # The caption of the bytes the kept copy was indexed with, not the changed
+            # copy's new content (nor the deleted copy's failure).
+            assert texts == {kept: "the original bytes", "x.png": "Unknown."}
+        finally:
+            pack.store.close()

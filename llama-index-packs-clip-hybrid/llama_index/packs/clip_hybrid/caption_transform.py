@@ -380,14 +380,21 @@ class VLMCaptionTransform(TransformComponent):
                             image, failure=f"not attempted: {fatal[0]}"
                         )
                     continue
-                caption, failure, digest = await self._caption_one(group[0], report, fatal)
+                loaded, unreadable = await self._load_group(group)
+                for image in group:
+                    if image.key in unreadable:
+                        results[image.key] = CaptionOutcome(image, failure=unreadable[image.key])
+                if loaded is None:
+                    continue
+                caption, failure = await self._caption_one(loaded, report, fatal)
                 if caption is not None:
                     try:
-                        await asyncio.to_thread(self.cache.put, digest, key, name, caption)
+                        await asyncio.to_thread(self.cache.put, loaded.sha256, key, name, caption)
                     except Exception as exc:  # disk full, database locked: keep the caption
                         logger.warning("Caption cache write failed (%s); continuing.", exc)
                 for image in group:
-                    results[image.key] = CaptionOutcome(image, caption, failure=failure)
+                    if image.key not in unreadable:
+                        results[image.key] = CaptionOutcome(image, caption, failure=failure)
 
         workers = min(self.concurrency, len(groups))
         await asyncio.gather(*(worker() for _ in range(workers)))
@@ -403,14 +410,31 @@ class VLMCaptionTransform(TransformComponent):
                 report.captioned += 1
         return outcomes
 
+    @staticmethod
+    async def _load_group(
+        group: list[CaptionImage],
+    ) -> tuple[CaptionImage | None, dict[str, str]]:
+        """The bytes of the first image of ``group`` (images of the same stored sha256,
+        captioned once) that can be read and still has those bytes, and the failures of
+        those before it: a file deleted or changed since it was indexed fails alone, and
+        never lends its new content's caption to its former copies."""
+        unreadable: dict[str, str] = {}
+        for image in group:
+            try:
+                loaded = await asyncio.to_thread(_load, image)
+            except CaptionError as exc:
+                unreadable[image.key] = exc.reason
+                continue
+            if loaded.sha256 != image.sha256:
+                unreadable[image.key] = "the file changed since it was indexed; index it again"
+                continue
+            return loaded, unreadable
+        return None, unreadable
+
     async def _caption_one(
-        self, image: CaptionImage, report: CaptionReport, fatal: list[str]
-    ) -> tuple[Caption | None, str | None, str]:
-        """Up to 1 + max_retries attempts; returns (caption, failure, sha256 of bytes)."""
-        try:
-            loaded = await asyncio.to_thread(_load, image)
-        except CaptionError as exc:
-            return None, exc.reason, image.sha256
+        self, loaded: CaptionImage, report: CaptionReport, fatal: list[str]
+    ) -> tuple[Caption | None, str | None]:
+        """Up to 1 + max_retries attempts; returns (caption, failure)."""
         usage = report.usage
         attempt = 0
         while True:
@@ -424,20 +448,20 @@ class VLMCaptionTransform(TransformComponent):
                     if not fatal:
                         fatal.append(error.reason)
                         logger.error("Captioning stopped: %s", error.reason)
-                    return None, error.reason, loaded.sha256
+                    return None, error.reason
                 if not error.retryable or attempt >= self.max_retries or fatal:
                     tries = f" (after {attempt + 1} attempts)" if attempt else ""
-                    return None, f"{error.reason}{tries}", loaded.sha256
+                    return None, f"{error.reason}{tries}"
                 await asyncio.sleep(self._delay(attempt, error.retry_after))
                 if fatal:  # another request found the key revoked meanwhile
-                    return None, f"not retried: {fatal[0]}", loaded.sha256
+                    return None, f"not retried: {fatal[0]}"
                 attempt += 1
                 usage.retries += 1
                 continue
             usage.add(caption)
             if not caption.text and self.captioner.empty_is_failure:
-                return None, "the model returned an empty caption", loaded.sha256
-            return caption, None, loaded.sha256
+                return None, "the model returned an empty caption"
+            return caption, None
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

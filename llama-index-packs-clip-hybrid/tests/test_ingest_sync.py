@@ -139,3 +139,21 @@ def test_one_image_given_twice_with_other_metadata_is_reported_not_overwritten(
     assert len(report.failed) == 1 and "with other metadata" in report.failed[0].reason
     rows = list(pack.store.iter_rows(["owner"]))
     assert [r["owner"] for r in rows] == ["alice"]
+
+
+def test_copies_of_an_exif_rotated_photo_store_the_same_size(pack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    folder = tmp_path / "rotated"
+    folder.mkdir()
+    Image.new("RGB", (400, 200), (200, 30, 30)).save(folder / "r1.jpg", exif=exif)
+    shutil.copyfile(folder / "r1.jpg", folder / "r2.jpg")  # vector reused, not decoded
+    report = pack.ingest(folder)
+    assert (report.indexed, report.forward_passes) == (2, 1)
+    sizes = {
+        Path(r["path"]).name: (r["width"], r["height"])
+        for r in pack.store.iter_rows(["path", "width", "height"])
+    }
+    assert sizes == {"r1.jpg": (200, 400), "r2.jpg": (200, 400)}

@@ -52,6 +52,7 @@ ID_NAMESPACE = uuid.UUID("5b0f7a52-6a43-4a8e-9a77-3c1f6b2d9e41")
 #: 224 px, and a chunk of 12000x9000 decodes would not fit in memory.
 
 _RESERVED = {"id", "vector", *BUILTIN_FIELDS}
+EXIF_ORIENTATION = 0x0112
 
 
 def image_node_id(path: str | os.PathLike[str]) -> str:
@@ -437,6 +438,8 @@ class ImageIngestor:
             source = item.path if item.data is None else io.BytesIO(item.data)
             with Image.open(source) as img:
                 item.width, item.height = img.size
+                if img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter
+                    item.width, item.height = item.height, item.width  # as open_image gives
         except Exception:
             pass
 

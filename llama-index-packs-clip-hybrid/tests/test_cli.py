@@ -345,3 +345,18 @@ def test_caption_only_mode_from_the_shell(tmp_path, image_dir, run_cli, monkeypa
         assert out["mode"] == "hybrid" and out["branches"] == ["caption_vector", "bm25"]
         refused = run_cli("search", "架构", "--mode", "text", *db)
         assert refused.returncode == 1 and "clip_model='none'" in refused.stderr
+
+
+def test_a_mistyped_db_is_named_and_not_created(tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nope.db"
+    qrels = tmp_path / "q.jsonl"
+    qrels.write_text('{"query": "a", "relevant": ["x.png"]}\n')
+    for args in (["search", "a diagram"], ["eval", str(qrels)], ["serve", "--port", "0"]):
+        result = run_cli(*args, "--db", str(missing))
+        assert result.returncode == 1 and f"No index at {missing}" in result.stderr
+    assert not missing.exists()
+
+
+def test_an_empty_query_is_a_usage_error(indexed, run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("search", "  ", "--db", indexed[0])
+    assert result.returncode == 2 and "QUERY is empty" in result.stderr

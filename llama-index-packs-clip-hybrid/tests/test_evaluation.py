@@ -78,3 +78,37 @@ def test_the_shipped_qrels_parse_and_point_at_existing_images() -> None:
     for q in qrels:
         assert all(Path(p).is_file() for p in q.relevant)
         assert q.image is None or Path(q.image).is_file()
+
+
+def test_ndcg_at_10_is_1_for_a_perfect_top_10_of_more_relevant_images() -> None:
+    from llama_index.core.evaluation.retrieval.metrics import NDCG
+    from llama_index.packs.clip_hybrid.evaluation import ndcg_at
+
+    relevant = [f"r{i}" for i in range(12)]
+    perfect = relevant[:10]
+    # Upstream sums the ideal over all 12 expected ids: a perfect top 10 scores < 1.
+    assert NDCG().compute(expected_ids=relevant, retrieved_ids=perfect).score < 0.9
+    assert ndcg_at(relevant, perfect, 10) == pytest.approx(1.0)
+    assert ndcg_at(relevant, ["x", *perfect], 10) < 1.0
+
+
+def test_duplicate_relevant_paths_and_a_self_relevant_image_query(tmp_path: Path) -> None:
+    qrels = tmp_path / "q.jsonl"
+    lines = [
+        {"query": "a", "relevant": ["x.png", "./x.png", "x.png"]},  # one image, thrice
+        {"image": "q.png", "relevant": ["q.png", "y.png"]},  # the query is a self-hit
+        {"image": "y.png", "relevant": ["y.png"]},  # nothing else to find: skipped
+    ]
+    qrels.write_text("\n".join(json.dumps(line) for line in lines))
+    parsed = load_qrels(qrels)
+    x, y = (str((tmp_path / n).resolve()) for n in ("x.png", "y.png"))
+    assert parsed[0].relevant == (x,)
+    other = [str(tmp_path / f"o{i}.png") for i in range(10)]
+    q = str((tmp_path / "q.png").resolve())
+    pack = _FixedPack({"a": [x, *other], q: [y, *other], y: other})
+    report = evaluate(pack, parsed, ("text", "image"))
+    assert report.modes["text"].ndcg_at_10 == pytest.approx(1.0)
+    assert report.modes["image"].queries == 1
+    assert report.modes["image"].recall_at_1 == pytest.approx(1.0)
+    assert report.modes["image"].ndcg_at_10 == pytest.approx(1.0)
+    assert report.misses == []

@@ -434,3 +434,19 @@ def test_twenty_concurrent_clients_get_what_one_client_gets(server) -> None:
         assert [r["score"] for r in out["results"]] == pytest.approx(
             [r["score"] for r in expected["results"]], abs=1e-5
         )
+
+
+@pytest.mark.parametrize("length", ["-1", "lots"])
+def test_a_bad_content_length_is_refused_at_once(server, length: str) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    url, _ = server
+    address = urlparse(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(
+            f"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+            + b"x" * 4096  # and keeps sending: the server must not wait for the end
+        )
+        reply = conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400")

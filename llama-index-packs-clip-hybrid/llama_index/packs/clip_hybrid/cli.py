@@ -246,6 +246,13 @@ def _filters(pairs: Sequence[str]) -> Any:
     return MetadataFilters(filters=out)
 
 
+def _require_index(args: argparse.Namespace) -> None:
+    """A local --db that does not exist is a mistyped path: say so before opening it
+    (Milvus Lite would create an empty database there)."""
+    if "://" not in args.db and not os.path.exists(args.db):
+        raise RuntimeError(f"No index at {args.db}; run: clip-hybrid index PATH --db {args.db}")
+
+
 def _search(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
@@ -260,6 +267,9 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError("--mode image needs --image PATH")
     if mode == "text" and args.query is None:
         raise UsageError("--mode text needs a text QUERY")
+    if args.query is not None and not args.query.strip():
+        raise UsageError("the text QUERY is empty; type something to search for")
+    _require_index(args)
     pack = _pack(args)
     try:
         return _run_search(args, pack, mode)
@@ -373,6 +383,7 @@ def _serve(args: argparse.Namespace) -> int:
             "search your index and see its images.",
             file=sys.stderr,
         )
+    _require_index(args)
     pack = _pack(args, captioner="none")
     try:
         serve(
@@ -402,6 +413,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.qrels}: {exc.strerror or exc}") from exc
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    _require_index(args)
     pack = _pack(args)
     try:
         if not pack.store.open_existing():

@@ -388,7 +388,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(self.app.handle("GET", self.path, b""))
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:  # rfile.read(-1) would read until the client hangs up
+            self._respond(_json({"error": "a bad Content-Length"}, 400), close=True)
+            return
         if length > MAX_UPLOAD_BYTES * 2:
             self.rfile.read(min(length, MAX_UPLOAD_BYTES * 2))
             self._respond(_json({"error": "the request is too large"}, 413), close=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import re
+import stat
 import subprocess
 import sys
 import tarfile
@@ -19,12 +21,25 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-UV = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+#: The uv the Makefile bootstrapped and exported; never one found on PATH (a machine that
+#: never had uv has none there, and CI must run as such a machine does).
+BOOTSTRAPPED_UV = ROOT / ".tools" / "bin" / "uv"
+UV = os.environ.get("CLIP_HYBRID_UV") or str(BOOTSTRAPPED_UV)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
+
+
+def _require_uv() -> None:
+    if not os.access(UV, os.X_OK):
+        pytest.fail(
+            f"uv is not at {UV}: run the tests with `make test`, which bootstraps it into "
+            ".tools/ (or set CLIP_HYBRID_UV to a uv binary)."
+        )
 
 
 def _run(*args: str, cwd: Path = ROOT) -> str:
+    if args[0] == UV:
+        _require_uv()
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
@@ -132,3 +147,36 @@ def test_pack_wheel_installs_and_imports(dists, tmp_path) -> None:  # type: igno
         "from llama_index.packs.clip_hybrid.testing import make_tiny_clip_checkpoint; "
         "import clip; print(p.__all__, s.__all__)",
     )
+
+
+def test_make_uses_its_own_uv_never_one_on_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A uv first on PATH must not be used: not by the Makefile, not by these tests."""
+    shadow = tmp_path / "bin"
+    shadow.mkdir()
+    fake = shadow / "uv"
+    fake.write_text("#!/bin/sh\necho 'a uv from PATH was used' >&2\nexit 97\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "PATH": f"{shadow}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("CLIP_HYBRID_UV", None)
+    env.pop("MAKEFLAGS", None)
+    plan = subprocess.run(
+        ["make", "-n", "-B", "test"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert plan.returncode == 0, plan.stderr
+    # Every uv the recipes run is the bootstrapped one: no bare `uv` command.
+    bare = [line for line in plan.stdout.splitlines() if re.search(r"(^|[\s;&|(])uv\s", line)]
+    assert bare == [], bare
+    assert (
+        ".tools/bin/uv sync" in plan.stdout and ".tools/bin/uv run --locked pytest" in plan.stdout
+    )
+    exported = subprocess.run(
+        ["make", "-s", "-f", "Makefile", "-f", "-", "show-uv"],
+        cwd=ROOT,
+        env=env,
+        input="show-uv:\n\t@echo $$CLIP_HYBRID_UV\n",
+        capture_output=True,
+        text=True,
+    )
+    assert exported.stdout.strip() == str(BOOTSTRAPPED_UV)
+    # And these tests take that one (under make) or the bootstrapped path, not PATH's.
+    assert Path(UV) == BOOTSTRAPPED_UV or os.environ.get("CLIP_HYBRID_UV") == UV

@@ -2,7 +2,8 @@
 
 Pants cannot run the tests here (2.17.1, its last PyPI release, needs CPython 3.7-3.9 and
 downloads pex and tool wheels for `pants test`), so these checks keep the description
-true, and `pants --version` / `pants list ::` run offline where a CPython 3.9 exists.
+true, and `pants --version`, `pants list ::` and `pants dependencies ::` run offline where a
+CPython 3.9 exists.
 """
 
 from __future__ import annotations
@@ -130,3 +131,11 @@ def test_pants_lists_the_targets_offline() -> None:
         assert f"{package}/{module}/__init__.py" in targets
         assert f"{package}/tests:tests" in targets
         assert f"{package}:reqs" in targets
+    # Resolving dependencies reads every BUILD file's addresses (`./py.typed` is not one)
+    # and infers imports (the Rust parser needs no pex download).
+    deps = _pants(pants, "dependencies", "::")
+    resolved = set(deps.stdout.split())
+    pack = "llama-index-packs-clip-hybrid/llama_index/packs/clip_hybrid"
+    assert f"{pack}:py.typed" in resolved
+    assert f"{pack}/pack.py" in resolved
+    assert "[WARN] The target" not in deps.stderr  # no ambiguous requirement owners

@@ -7,6 +7,8 @@ Import them into a ``conftest.py``::
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,38 @@ __all__ = [
 ]
 
 
+def shared_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every worker of this test run: the run's base temp folder, or,
+    under pytest-xdist, the folder that holds each worker's own (``pytest-N/``)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; no lock elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: files are still written atomically
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded tiny CLIP TorchScript checkpoint, built once per session."""
-    path = tmp_path_factory.getbasetemp() / "tiny-clip" / "seed0.pt"
-    if not path.exists():
-        make_tiny_clip_checkpoint(path, seed=0)
+    """A seeded tiny CLIP TorchScript checkpoint, built once per test run (shared by all
+    pytest-xdist workers: the first builds it, the others wait for it)."""
+    path = shared_temp_dir(tmp_path_factory) / "tiny-clip" / "seed0.pt"
+    with _exclusive(path.with_suffix(".lock")):
+        if not path.exists():
+            make_tiny_clip_checkpoint(path, seed=0)
     return path
 
 

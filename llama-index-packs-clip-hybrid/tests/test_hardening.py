@@ -560,9 +560,14 @@ def test_upstream_openai_objects_leak_the_key_and_ours_do_not() -> None:
 
 # -- queries during an ingestion ------------------------------------------------------------
 
+#: Rounds of the race test below; raise it to stress the fix on a loaded machine, e.g.
+#: ``CLIP_HYBRID_STRESS_ROUNDS=200 pytest -k committed_images`` beside CPU burners.
+STRESS_ROUNDS = int(os.environ.get("CLIP_HYBRID_STRESS_ROUNDS", "1"))
 
+
+@pytest.mark.parametrize("round_", range(STRESS_ROUNDS))
 def test_queries_while_an_ingestion_runs_see_only_committed_images(
-    pack, image_dir, tmp_path
+    pack, image_dir, tmp_path, round_
 ) -> None:
     import threading
 

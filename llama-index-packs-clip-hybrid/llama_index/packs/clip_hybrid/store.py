@@ -6,10 +6,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from . import lite_direct, lite_search
+from .locking import LockedClient, ReadWriteLock, database_lock
 
 DEFAULT_URI = "./clip_hybrid.db"
 DEFAULT_COLLECTION = "images"
@@ -143,6 +145,8 @@ class ImageStore:
         self._token = token
         self._client: Any = None
         self._lock = threading.Lock()
+        #: Milvus Lite: reads wait while a write (which may flush) runs; see locking.py.
+        self._rw: ReadWriteLock | None = database_lock(self.uri) if is_local_uri(uri) else None
         self._ready = False
         self._dim: int | None = None
         #: Rows (upserted or deleted) after which Milvus Lite is flushed; 0: never.
@@ -167,7 +171,10 @@ class ImageStore:
                         _quiet_lite_noise()
                         lite_search.install()  # see lite_search.py
                     try:
-                        self._client = MilvusClient(uri=self.uri, token=self._token or "")
+                        client = MilvusClient(uri=self.uri, token=self._token or "")
+                        self._client = (
+                            client if self._rw is None else LockedClient(client, self._rw)
+                        )
                     except Exception as exc:
                         if is_local_uri(self.uri) and lite_database_is_locked(self.uri):
                             raise DatabaseBusyError(self.uri) from exc
@@ -176,6 +183,10 @@ class ImageStore:
 
     def exists(self) -> bool:
         return bool(self.client.has_collection(self.collection_name))
+
+    def _reading(self) -> AbstractContextManager[Any]:
+        """Hold off this database's writes (Milvus Lite) for a read outside the client."""
+        return self._rw.read() if self._rw is not None else nullcontext()
 
     @property
     def dim(self) -> int | None:
@@ -309,12 +320,13 @@ class ImageStore:
             self._client.close()
             self._client = None
             self._ready = False
-        if is_local_uri(self.uri):
+        if self._rw is not None:
             try:
                 from milvus_lite.server_manager import server_manager_instance
             except ImportError:  # pragma: no cover - a server-only install
                 return
-            server_manager_instance.release_server(self.uri)
+            with self._rw.write():
+                server_manager_instance.release_server(self.uri)
 
     # -- rows --------------------------------------------------------------------------
 
@@ -366,9 +378,10 @@ class ImageStore:
         ids = [i for i, _ in scored]
         lite = self._lite_collection()
         if lite is not None:
-            rows = lite_direct.get(
-                lite, ids, filter=filter, output_fields=[*BUILTIN_FIELDS, "$meta"]
-            )
+            with self._reading():
+                rows = lite_direct.get(
+                    lite, ids, filter=filter, output_fields=[*BUILTIN_FIELDS, "$meta"]
+                )
         elif filter:
             rows = self.client.query(
                 self.collection_name,
@@ -434,9 +447,15 @@ class ImageStore:
         fields = [*output_fields, "$meta"] if output_fields else ["id"]
         lite = self._lite_collection()
         if lite is not None:
-            found = lite_direct.search(
-                lite, vector, limit=limit, filter=filter, output_fields=fields, search_params=params
-            )
+            with self._reading():
+                found = lite_direct.search(
+                    lite,
+                    vector,
+                    limit=limit,
+                    filter=filter,
+                    output_fields=fields,
+                    search_params=params,
+                )
         else:
             found = self.client.search(
                 self.collection_name,

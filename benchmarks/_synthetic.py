@@ -77,8 +77,8 @@ def synthetic_pack(
     ``caption_embed``: a 384-dim caption embedder (default: a constant MockEmbedding)."""
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
-    from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
-    from llama_index.packs.clip_hybrid.caption_store import CaptionStore
+    from llama_index.packs.clip_hybrid.captions.embedding import embedding_identity
+    from llama_index.packs.clip_hybrid.milvus.captions import CaptionStore
 
     pack = ClipHybridPack(
         uri=uri,
@@ -118,7 +118,7 @@ def synthetic_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], np.ndarray]:
     """Image rows, caption rows, BM25 caption texts and the image vectors of images
     ``start`` .. ``start + count - 1``."""
-    from llama_index.packs.clip_hybrid.bm25 import CaptionText
+    from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionText
 
     img = rng.standard_normal((count, 512)).astype(np.float32)
     img /= np.linalg.norm(img, axis=1, keepdims=True)

@@ -18,7 +18,7 @@ import tempfile
 from _common import CACHE, machine, make_photos, percentile, spread, timed, vit_b_32_checkpoint
 from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid import FastClipEmbedding
-from llama_index.packs.clip_hybrid.embedding import cpu_has_native_bf16
+from llama_index.packs.clip_hybrid.clip.embedding import cpu_has_native_bf16
 
 QUERIES = [
     "a system architecture diagram",

@@ -55,7 +55,7 @@ def main() -> None:
     if args.embed:
         from _common import vit_b_32_checkpoint
         from llama_index.packs.clip_hybrid import FastClipEmbedding
-        from llama_index.packs.clip_hybrid.caption_embedding import local_caption_embedding
+        from llama_index.packs.clip_hybrid.captions.embedding import local_caption_embedding
 
         models = {
             "clip": FastClipEmbedding(model_name=str(vit_b_32_checkpoint())),
@@ -63,8 +63,8 @@ def main() -> None:
         }
 
     from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
-    from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index
-    from llama_index.packs.clip_hybrid.hybrid import RRFFusionRetriever
+    from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index
+    from llama_index.packs.clip_hybrid.hybrid.fusion import RRFFusionRetriever
 
     rng = np.random.default_rng(0)
     words = random.Random(0)
@@ -176,7 +176,7 @@ class _Floor:
         return [(h.id, h.score) for h in hits]
 
     def _fuse(self, ranked: list[list[tuple[str, float]]]) -> list[Any]:
-        from llama_index.packs.clip_hybrid.retrievers import hit_to_node
+        from llama_index.packs.clip_hybrid.hybrid.clip_retrievers import hit_to_node
 
         fused: dict[str, float] = {}
         for hits in ranked:

@@ -59,7 +59,7 @@ def main() -> None:
     print(machine())
 
     from llama_index.core.schema import QueryBundle
-    from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
+    from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index, CaptionText
 
     rng = np.random.default_rng(0)
     words = random.Random(0)

@@ -84,7 +84,7 @@ def fuzz(args: argparse.Namespace) -> None:
         Image.init()  # imports every format plugin now, inside the instrumented block
 
     from llama_index.packs.clip_hybrid import images
-    from llama_index.packs.clip_hybrid.images import DEFAULT_MAX_PIXELS, ImageLoadError
+    from llama_index.packs.clip_hybrid.images.decode import DEFAULT_MAX_PIXELS, ImageLoadError
 
     for func in (images.open_image, images.to_rgb):
         atheris.instrument_func(func)  # patches the code object in place

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from llama_index.packs.clip_hybrid import ClipHybridPack, ClipWeightsUnavailableError
-    from llama_index.packs.clip_hybrid.hybrid import format_branches
+    from llama_index.packs.clip_hybrid.hybrid.fusion import format_branches
 
     pack = ClipHybridPack(
         uri=args.db, clip_model=args.clip_model, similarity_top_k=args.top_k, show_progress=False

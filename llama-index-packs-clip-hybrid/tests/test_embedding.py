@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid import ClipWeightsUnavailableError, FastClipEmbedding
-from llama_index.packs.clip_hybrid.clip_checkpoint import load_clip
+from llama_index.packs.clip_hybrid.clip.checkpoint import load_clip
 from llama_index.packs.clip_hybrid.testing.tiny_clip import make_tiny_clip_checkpoint
 from PIL import Image
 
@@ -189,7 +189,7 @@ def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(  # type: i
         "embed.get_image_embedding_batch([Image.new('RGB', (50, 40), 'red')])\n"
         "heavy = ('clip', 'torchvision', 'torch._dynamo', 'sympy', 'triton')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
-        "clipish = ('clip', '_clip', 'llama_index.packs.clip_hybrid._clip')\n"
+        "clipish = ('clip', '_clip', 'llama_index.packs.clip_hybrid.clip._clip')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(clipish)))\n"
         f"with open({str(tmp_path / 'model.pkl')!r}, 'wb') as fh:\n"
         "    pickle.dump(embed._model, fh)\n"
@@ -200,13 +200,13 @@ def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(  # type: i
     assert heavy == "[]", out.stdout
     assert new_clip_modules == str(
         [
-            "llama_index.packs.clip_hybrid._clip_model",
-            "llama_index.packs.clip_hybrid._clip_tokenizer",
+            "llama_index.packs.clip_hybrid.clip._clip_model",
+            "llama_index.packs.clip_hybrid.clip._clip_tokenizer",
         ]
     )
     with open(tmp_path / "model.pkl", "rb") as fh:
         model = pickle.load(fh)
-    assert type(model).__module__ == "llama_index.packs.clip_hybrid._clip_model"
+    assert type(model).__module__ == "llama_index.packs.clip_hybrid.clip._clip_model"
     assert model.token_embedding.weight.shape[1] == model.transformer.width
     assert torch.isfinite(model.token_embedding.weight).all()
 
@@ -215,7 +215,7 @@ def test_published_names_are_clips_and_a_verified_file_is_not_fetched_again(
     tmp_path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     import clip
-    from llama_index.packs.clip_hybrid import clip_package
+    from llama_index.packs.clip_hybrid.clip import package as clip_package
 
     assert clip_package.known_models() == clip.clip._MODELS
     # A file whose SHA256 is the one in its URL is used as it is; any other goes to
@@ -364,7 +364,7 @@ def test_model_sized_images_preprocess_to_the_same_pixels(fast_clip, sample_imag
     """Ingestion shrinks images to the model's size on its decode thread; the tensor the
     model then sees is the one the whole preprocessing makes from the original."""
     import torch
-    from llama_index.packs.clip_hybrid.images import open_working_image
+    from llama_index.packs.clip_hybrid.images.decode import open_working_image
 
     for sample in sample_images:
         img = open_working_image(sample.path)

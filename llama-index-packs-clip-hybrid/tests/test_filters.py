@@ -19,7 +19,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilters,
 )
 from llama_index.packs.clip_hybrid import ImageStore
-from llama_index.packs.clip_hybrid.filters import filters_to_expr
+from llama_index.packs.clip_hybrid.milvus.filters import filters_to_expr
 
 NOTES = ["100% sure", "a_b", 'say "hi"', "c:\\dir", "", "plain", "PLAIN text", "中文 说明"]
 

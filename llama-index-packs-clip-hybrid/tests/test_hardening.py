@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from llama_index.packs.clip_hybrid import ClipHybridPack, DatabaseBusyError
-from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
+from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index, CaptionText
 from llama_index.packs.clip_hybrid.testing.bad_images import make_odd_images
 from PIL import Image
 
@@ -315,7 +315,7 @@ def test_rle_bmps_that_would_take_seconds_to_decode_are_refused_from_the_header(
     tmp_path, header, reason
 ) -> None:
     from llama_index.packs.clip_hybrid import ImageLoadError
-    from llama_index.packs.clip_hybrid.images import open_image
+    from llama_index.packs.clip_hybrid.images.decode import open_image
 
     path = tmp_path / "slow.bmp"
     path.write_bytes(_rle_bmp(*header))
@@ -377,7 +377,7 @@ def test_a_hostile_tiff_is_a_named_failure_not_a_crash(pack, image_dir) -> None:
     ],
 )
 def test_only_public_addresses_count_as_public(address, public) -> None:
-    from llama_index.packs.clip_hybrid.safe_fetch import is_public_address
+    from llama_index.packs.clip_hybrid.images.fetch import is_public_address
 
     assert is_public_address(address) is public
 
@@ -424,7 +424,7 @@ class _Recorder:
 
 
 def test_image_urls_never_reach_loopback_even_through_a_redirect() -> None:
-    from llama_index.packs.clip_hybrid.safe_fetch import UrlRefusedError, fetch_public_url
+    from llama_index.packs.clip_hybrid.images.fetch import UrlRefusedError, fetch_public_url
 
     inner = _Recorder("127.0.0.2")  # stands for an internal service
     outer = _Recorder("127.0.0.1", target=inner.url + "/x.png")
@@ -533,7 +533,7 @@ def test_upstream_openai_objects_leak_the_key_and_ours_do_not() -> None:
     from llama_index.llms.openai import OpenAI
     from llama_index.llms.openai_like import OpenAILike
     from llama_index.packs.clip_hybrid import LLMCaptioner
-    from llama_index.packs.clip_hybrid.caption_embedding import openai_caption_embedding
+    from llama_index.packs.clip_hybrid.captions.embedding import openai_caption_embedding
 
     key = "sk-upstream-leak-check"
 
@@ -628,7 +628,7 @@ def _caption_transform(stub, tmp_path: Path, **kwargs):  # type: ignore[no-untyp
 def _images(n: int) -> list:
     import io
 
-    from llama_index.packs.clip_hybrid.caption_transform import CaptionImage
+    from llama_index.packs.clip_hybrid.captions.transform import CaptionImage
 
     out = []
     for i in range(n):

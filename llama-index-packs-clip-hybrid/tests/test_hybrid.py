@@ -13,9 +13,9 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 from llama_index.packs.clip_hybrid import ClipHybridPack, LLMCaptioner
-from llama_index.packs.clip_hybrid.bm25 import CaptionBM25Index, CaptionText
-from llama_index.packs.clip_hybrid.bm25_tokens import tokenize
-from llama_index.packs.clip_hybrid.hybrid import HYBRID_METADATA_KEY, RRFFusionRetriever
+from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index, CaptionText
+from llama_index.packs.clip_hybrid.hybrid.fusion import HYBRID_METADATA_KEY, RRFFusionRetriever
+from llama_index.packs.clip_hybrid.hybrid.tokens import tokenize
 from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table
 
 
@@ -271,7 +271,7 @@ def test_bm25_persists_settings_and_rebuilds_only_what_changed(tmp_path: Path, c
     loaded = CaptionBM25Index.load(tmp_path / "bm25")
     assert loaded is not None and loaded.search("架构", 3)[0][0] == "arch"
     changed = [*CAPTIONS[:3], CaptionText("photo", "A lake. Text: 湖", "5")]
-    with caplog.at_level(logging.INFO, logger="llama_index.packs.clip_hybrid.bm25"):
+    with caplog.at_level(logging.INFO, logger="llama_index.packs.clip_hybrid.hybrid.bm25"):
         rebuilt = CaptionBM25Index.build(changed, previous=loaded)
     assert "4 captions (1 segmented again)" in caplog.text
     assert rebuilt.search("湖", 3)[0][0] == "photo" and rebuilt.search("mountains", 3) == []
@@ -507,8 +507,8 @@ async def test_as_a_workflow_step_with_a_vision_llm_answer(hybrid_pack, stub) ->
 
 
 def test_caption_only_mode_without_clip(milvus_uri, image_dir, stub, fast_clip) -> None:
-    from llama_index.packs.clip_hybrid.no_clip import NoClipError
-    from llama_index.packs.clip_hybrid.store import CollectionMismatchError
+    from llama_index.packs.clip_hybrid.clip.no_clip import NoClipError
+    from llama_index.packs.clip_hybrid.milvus.store import CollectionMismatchError
 
     captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
     pack = ClipHybridPack(

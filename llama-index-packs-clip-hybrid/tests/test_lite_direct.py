@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from llama_index.packs.clip_hybrid import ImageStore, lite_direct
-from llama_index.packs.clip_hybrid.store import BUILTIN_FIELDS
+from llama_index.packs.clip_hybrid import ImageStore
+from llama_index.packs.clip_hybrid._compat import milvus_lite_reads as lite_direct
+from llama_index.packs.clip_hybrid.milvus.store import BUILTIN_FIELDS
 
 DIM = 8
 
@@ -136,7 +137,7 @@ def test_not_used_on_a_server_or_when_switched_off(store: Any, monkeypatch) -> N
 
 
 def test_the_caption_store_reads_in_process_too(store: Any, monkeypatch) -> None:
-    from llama_index.packs.clip_hybrid.caption_store import CaptionStore
+    from llama_index.packs.clip_hybrid.milvus.captions import CaptionStore
 
     captions = CaptionStore(store)
     captions.ensure(dim=DIM)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from llama_index.packs.clip_hybrid import lite_search
+from llama_index.packs.clip_hybrid._compat import milvus_lite_search as lite_search
 
 DIM = 8
 

@@ -12,13 +12,13 @@ import pytest
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.schema import QueryBundle
 from llama_index.packs.clip_hybrid import ClipHybridPack, ImageStore, LLMCaptioner
-from llama_index.packs.clip_hybrid.caption_store import CaptionStore
-from llama_index.packs.clip_hybrid.hybrid import (
+from llama_index.packs.clip_hybrid.hybrid.fusion import (
     CaptionVectorRetriever,
     MilvusBM25Retriever,
     RRFFusionRetriever,
 )
-from llama_index.packs.clip_hybrid.store import CollectionMismatchError
+from llama_index.packs.clip_hybrid.milvus.captions import CaptionStore
+from llama_index.packs.clip_hybrid.milvus.store import CollectionMismatchError
 from llama_index.packs.clip_hybrid.testing import ApiStub
 
 WORDS = [

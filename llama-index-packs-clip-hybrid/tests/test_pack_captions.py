@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding, LLMCaptioner
-from llama_index.packs.clip_hybrid.caption_embedding import local_embedding_available
+from llama_index.packs.clip_hybrid.captions.embedding import local_embedding_available
 from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table, require
 
 KEY = "sk-test-pack-000000"
@@ -161,7 +161,7 @@ def test_auto_caption_embedder_follows_the_collection(
     """Captions embedded offline stay searchable when a key appears later: 'auto' picks the
     model recorded with the collection, not text-embedding-3-small."""
     require(local_embedding_available(), "the local extra (all-MiniLM-L6-v2)")
-    from llama_index.packs.clip_hybrid.caption_embedding import embedding_identity
+    from llama_index.packs.clip_hybrid.captions.embedding import embedding_identity
 
     with ApiStub() as stub:
         captioner = LLMCaptioner.openai(api_key=KEY, api_base=stub.openai_base_url)

@@ -1,15 +1,7 @@
 """Cross-modal retrieval for LlamaIndex: CLIP in Milvus, by text or by image."""
 
-from .caption_cache import CaptionCache
-from .caption_transform import (
-    CaptionFailure,
-    CaptionOutcome,
-    CaptionReport,
-    CaptionUsage,
-    VLMCaptionTransform,
-    resolve_captioner,
-)
-from .captioners import (
+from .captions.cache import CaptionCache
+from .captions.captioners import (
     DEFAULT_CAPTION_PROMPT,
     Caption,
     Captioner,
@@ -18,13 +10,21 @@ from .captioners import (
     LLMCaptioner,
     OCRCaptioner,
 )
+from .captions.transform import (
+    CaptionFailure,
+    CaptionOutcome,
+    CaptionReport,
+    CaptionUsage,
+    VLMCaptionTransform,
+    resolve_captioner,
+)
+from .clip.embedding import ClipWeightsUnavailableError, FastClipEmbedding
 from .download import download_llama_pack
-from .embedding import ClipWeightsUnavailableError, FastClipEmbedding
-from .images import ImageLoadError, discover_images, open_image
-from .ingest import ImageIngestor, IngestFailure, IngestReport, image_node_id
+from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
+from .images.decode import ImageLoadError, discover_images, open_image
+from .ingest.ingestor import ImageIngestor, IngestFailure, IngestReport, image_node_id
+from .milvus.store import CollectionMismatchError, DatabaseBusyError, ImageStore
 from .pack import ClipHybridPack
-from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
-from .store import CollectionMismatchError, DatabaseBusyError, ImageStore
 
 __all__ = [
     "DEFAULT_CAPTION_PROMPT",

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .hybrid import BRANCH_BM25, BRANCH_CAPTION
+from .hybrid.fusion import BRANCH_BM25, BRANCH_CAPTION
 
 MODES = ("text", "image", "caption", "hybrid")
 CUTOFFS = (1, 5, 10)

@@ -25,20 +25,21 @@ from llama_index.retrievers.selfhit import (
     to_query_bundle,
 )
 
-from .bm25 import CaptionBM25Index, CaptionText
-from .caption_cache import default_cache_path
-from .caption_embedding import (
+from .captions.cache import default_cache_path
+from .captions.embedding import (
     LOCAL_CAPTION_EMBED_MODEL,
     OPENAI_CAPTION_EMBED_MODEL,
     embedding_identity,
     local_embedding_available,
     resolve_caption_embedding,
 )
-from .caption_index import CaptionIndexer, reconcile_captions
-from .caption_store import DEFAULT_CAPTION_COLLECTION, CaptionStore
-from .caption_transform import VLMCaptionTransform, resolve_captioner
-from .embedding import DEFAULT_CLIP_MODEL, FastClipEmbedding, Precision
-from .hybrid import (
+from .captions.indexer import CaptionIndexer, reconcile_captions
+from .captions.transform import VLMCaptionTransform, resolve_captioner
+from .clip.embedding import DEFAULT_CLIP_MODEL, FastClipEmbedding, Precision
+from .clip.no_clip import NO_CLIP, NoClipEmbedding, no_clip_error
+from .hybrid.bm25 import CaptionBM25Index, CaptionText
+from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
+from .hybrid.fusion import (
     BRANCH_BM25,
     BRANCH_CAPTION,
     BRANCH_CLIP,
@@ -49,10 +50,9 @@ from .hybrid import (
     RRFFusionRetriever,
     hydrate,
 )
-from .ingest import ImageIngestor, IngestReport
-from .no_clip import NO_CLIP, NoClipEmbedding, no_clip_error
-from .retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
-from .store import (
+from .ingest.ingestor import ImageIngestor, IngestReport
+from .milvus.captions import DEFAULT_CAPTION_COLLECTION, CaptionStore
+from .milvus.store import (
     DEFAULT_COLLECTION,
     DEFAULT_URI,
     CollectionMismatchError,

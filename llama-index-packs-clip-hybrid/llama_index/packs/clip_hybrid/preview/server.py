@@ -33,8 +33,8 @@ import numpy as np
 from llama_index.core.schema import QueryBundle
 from PIL import Image
 
-from ..embedding import ClipWeightsUnavailableError
-from ..images import ImageLoadError, open_image
+from ..clip.embedding import ClipWeightsUnavailableError
+from ..images.decode import ImageLoadError, open_image
 from .projection import PROJECTIONS, Map2D, UmapProjection, fit_projection
 
 logger = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ def _decode_upload(upload: Any) -> bytes:
 
 def _terms(query: str) -> list[str]:
     """The query's words as typed (CJK runs segmented), for marking them in captions."""
-    from ..bm25_tokens import _CJK_RUN, _jieba
+    from ..hybrid.tokens import _CJK_RUN, _jieba
 
     words: list[str] = []
     for part in re.split(r"\s+", query.strip()):

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .embedding import DEFAULT_CLIP_MODEL
-from .store import DEFAULT_COLLECTION, DEFAULT_URI
+from ..clip.embedding import DEFAULT_CLIP_MODEL
+from ..milvus.store import DEFAULT_COLLECTION, DEFAULT_URI
 
 
 class UsageError(Exception):
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pack(args: argparse.Namespace, **extra: Any) -> Any:
-    from .pack import ClipHybridPack
+    from ..pack import ClipHybridPack
 
     return ClipHybridPack(
         uri=args.db,
@@ -336,7 +336,7 @@ def _run_search(args: argparse.Namespace, pack: Any, mode: str) -> int:
 
 
 def _run_hybrid(args: argparse.Namespace, pack: Any, query: Any) -> int:
-    from .hybrid import branch_table, format_branches
+    from ..hybrid.fusion import branch_table, format_branches
 
     hits = pack.retrieve(
         query, mode="hybrid", similarity_top_k=args.top_k, filters=_filters(args.filter)
@@ -369,7 +369,7 @@ def _run_hybrid(args: argparse.Namespace, pack: Any, query: Any) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .preview import serve
+    from ..preview import serve
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
@@ -401,7 +401,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import MODES, evaluate, load_qrels
+    from ..evaluation import MODES, evaluate, load_qrels
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [m for m in modes if m not in MODES]
@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and args.command == "index":
         # Run as the clip-hybrid program, whose process is its own: keep less freed memory
         # over a long ingestion (memory.py). A Python caller passing argv keeps its settings.
-        from .memory import limit_memory_retention
+        from ..memory import limit_memory_retention
 
         logging.getLogger(__name__).debug("memory: %s", ", ".join(limit_memory_retention()))
     try:

@@ -12,9 +12,9 @@ from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY, QueryImage
 
-from ._util import unit_vector
-from .filters import filters_to_expr
-from .store import BUILTIN_FIELDS, ImageStore, StoredHit
+from .._util import unit_vector
+from ..milvus.filters import filters_to_expr
+from ..milvus.store import BUILTIN_FIELDS, ImageStore, StoredHit
 
 #: Node metadata keys that describe storage, not content: kept out of LLM and embed text.
 _SYSTEM_KEYS = [CONTENT_HASH_METADATA_KEY, "folder", "width", "height", "size", "mtime"]

@@ -158,7 +158,7 @@ class CaptionStore(ImageStore):
         if self.bm25 == "milvus":
             from pymilvus import Function, FunctionType
 
-            from .bm25_tokens import quiet_jieba
+            from ..hybrid.tokens import quiet_jieba
 
             quiet_jieba()  # Milvus Lite's analyzer runs jieba in this process
 

@@ -5,6 +5,6 @@ module, which here is not clip's folder: :func:`.clip_package.clip_tokenizer` pa
 the path of clip's vocabulary.
 """
 
-from .clip_package import run_clip_file
+from .package import run_clip_file
 
 run_clip_file("simple_tokenizer.py", globals())

@@ -24,9 +24,10 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageDocument, ImageNode
 from PIL import Image
 
-from ._util import chunks, unit_vector
-from .embedding import FastClipEmbedding
-from .images import (
+from .._util import chunks, unit_vector
+from ..clip.embedding import FastClipEmbedding
+from ..clip.no_clip import PLACEHOLDER, NoClipEmbedding
+from ..images.decode import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
     discover_images,
@@ -35,12 +36,11 @@ from .images import (
     to_rgb,
     working_image,
 )
-from .memory import release_free_memory
-from .no_clip import PLACEHOLDER, NoClipEmbedding
-from .store import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
+from ..memory import release_free_memory
+from ..milvus.store import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
 
 if TYPE_CHECKING:
-    from .caption_transform import CaptionReport
+    from ..captions.transform import CaptionReport
 
 logger = logging.getLogger(__name__)
 

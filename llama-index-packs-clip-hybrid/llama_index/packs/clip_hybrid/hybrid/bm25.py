@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .bm25_tokens import TOKENIZER_SETTINGS, tokenize
+from .tokens import TOKENIZER_SETTINGS, tokenize
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._util import milvus_lite_workaround_on
+from .._util import milvus_lite_workaround_on
 
 SUPPORTED_VERSIONS = ("3.2.2",)
 ENV_SWITCH = "CLIP_HYBRID_LITE_DIRECT_READS"
@@ -114,7 +114,7 @@ def get(
         return [by_id[pk] for pk in ids if pk in by_id]
     from milvus_lite.engine.projection import build_projection_plan, project_record
 
-    from .lite_search import columns_needed, read_rows
+    from .milvus_lite_search import columns_needed, read_rows
 
     with _as_pymilvus_errors():
         col._require_loaded()  # a released collection fails as through pymilvus

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clip_text import PackedBlocks, block_linear, fp16_exact, pack_blocks
+from .text_tower import PackedBlocks, block_linear, fp16_exact, pack_blocks
 
 
 def pack_image_tower(model: Any) -> PackedBlocks | None:

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from .clip_package import ClipPreprocess, clip_model_module, download, known_models
+from .package import ClipPreprocess, clip_model_module, download, known_models
 
 
 def import_clip() -> Any:

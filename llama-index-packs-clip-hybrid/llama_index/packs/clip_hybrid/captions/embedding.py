@@ -55,7 +55,7 @@ def resolve_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> Ba
 def openai_caption_embedding(**kwargs: Any) -> BaseEmbedding:
     """``OpenAIEmbedding(model="text-embedding-3-small")``; key and base URL from
     ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` unless given."""
-    from .redact import RedactedOpenAIEmbedding
+    from .._compat.openai_secrets import RedactedOpenAIEmbedding
 
     key = kwargs.pop("api_key", None) or os.environ.get("OPENAI_API_KEY")
     if not key:

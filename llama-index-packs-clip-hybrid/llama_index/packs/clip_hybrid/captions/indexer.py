@@ -9,13 +9,13 @@ from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from ._util import chunks, unit_vector
-from .caption_embedding import embedding_identity
-from .caption_store import CaptionStore, fit_caption
-from .caption_transform import CaptionFailure, CaptionOutcome, CaptionReport, VLMCaptionTransform
+from .._util import chunks, unit_vector
+from ..clip.no_clip import PLACEHOLDER
+from ..milvus.captions import CaptionStore, fit_caption
+from ..milvus.store import ImageStore
 from .captioners import CaptionImage, classify_error, redact
-from .no_clip import PLACEHOLDER
-from .store import ImageStore
+from .embedding import embedding_identity
+from .transform import CaptionFailure, CaptionOutcome, CaptionReport, VLMCaptionTransform
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image
 
-from .images import file_sha256
+from ..images.decode import file_sha256
 
 #: CLIP's pixel normalisation (``clip.clip._transform``), per RGB channel.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -106,7 +106,7 @@ def download(name: str, root: str) -> str:
     expected = url.split("/")[-2]
     if os.path.isfile(target) and file_sha256(target) == expected:
         return target
-    from .clip_checkpoint import import_clip
+    from .checkpoint import import_clip
 
     return str(import_clip().clip._download(url, root))
 

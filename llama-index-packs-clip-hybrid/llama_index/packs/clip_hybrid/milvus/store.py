@@ -10,7 +10,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from . import lite_direct, lite_search
+from .._compat import milvus_lite_reads as lite_direct
+from .._compat import milvus_lite_search as lite_search
 from .locking import LockedClient, ReadWriteLock, database_lock
 
 DEFAULT_URI = "./clip_hybrid.db"

@@ -5,6 +5,6 @@
 instead: the same classes and functions, defined here.
 """
 
-from .clip_package import run_clip_file
+from .package import run_clip_file
 
 run_clip_file("model.py", globals())

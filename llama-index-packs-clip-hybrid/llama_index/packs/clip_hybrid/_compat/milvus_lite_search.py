@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._util import milvus_lite_workaround_on
+from .._util import milvus_lite_workaround_on
 
 SUPPORTED_VERSIONS = ("3.2.2",)
 ENV_SWITCH = "CLIP_HYBRID_LITE_FAST_SEARCH"

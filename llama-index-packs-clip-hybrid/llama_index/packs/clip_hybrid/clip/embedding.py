@@ -19,25 +19,25 @@ from llama_index.core.schema import ImageType
 from llama_index.embeddings.clip import ClipEmbedding
 from PIL import Image
 
-from ._util import chunks, prefetch
-from .clip_checkpoint import (
-    Tower,
-    checkpoint_path,
-    load_clip,
-    load_towers,
-    read_state_dict,
-)
-from .clip_image import encode_image, pack_image_tower
-from .clip_package import clip_tokenizer, known_models
-from .clip_text import Fp16TextWeights, PackedBlocks, encode_text
-from .images import (
+from .._util import chunks, prefetch
+from ..images.decode import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
     open_working_image,
     to_rgb,
     working_image,
 )
-from .memory import release_free_memory
+from ..memory import release_free_memory
+from .checkpoint import (
+    Tower,
+    checkpoint_path,
+    load_clip,
+    load_towers,
+    read_state_dict,
+)
+from .image_tower import encode_image, pack_image_tower
+from .package import clip_tokenizer, known_models
+from .text_tower import Fp16TextWeights, PackedBlocks, encode_text
 
 logger = logging.getLogger(__name__)
 

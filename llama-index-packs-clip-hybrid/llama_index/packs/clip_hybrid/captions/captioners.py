@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from .images import DEFAULT_MAX_PIXELS
+from ..images.decode import DEFAULT_MAX_PIXELS
 
 #: The default instruction: a faithful description, then the visible text verbatim.
 DEFAULT_CAPTION_PROMPT = (
@@ -213,7 +213,7 @@ class LLMCaptioner(Captioner):
     ) -> LLMCaptioner:
         """GPT-4o (or another OpenAI vision model). Key and base URL default to the
         ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` environment variables."""
-        from .redact import RedactedOpenAI
+        from .._compat.openai_secrets import RedactedOpenAI
 
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
@@ -244,7 +244,7 @@ class LLMCaptioner(Captioner):
         endpoint. Key and base URL default to ``DASHSCOPE_API_KEY`` and
         ``DASHSCOPE_BASE_URL`` (international accounts use
         ``https://dashscope-intl.aliyuncs.com/compatible-mode/v1``)."""
-        from .redact import RedactedOpenAILike
+        from .._compat.openai_secrets import RedactedOpenAILike
 
         key = api_key or os.environ.get("DASHSCOPE_API_KEY")
         if not key:

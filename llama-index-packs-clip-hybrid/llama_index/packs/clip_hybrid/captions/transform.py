@@ -43,7 +43,9 @@ from llama_index.core.schema import (
 )
 from pydantic import Field, PrivateAttr
 
-from .caption_cache import CaptionCache, default_cache_path
+from ..images.decode import file_sha256
+from ..images.fetch import UrlRefusedError, fetch_public_url
+from .cache import CaptionCache, default_cache_path
 from .captioners import (
     Caption,
     Captioner,
@@ -53,8 +55,6 @@ from .captioners import (
     OCRCaptioner,
     classify_error,
 )
-from .images import file_sha256
-from .safe_fetch import UrlRefusedError, fetch_public_url
 
 logger = logging.getLogger(__name__)
 

@@ -38,12 +38,12 @@ from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 
-from ._util import unit_vector
+from .._util import unit_vector
+from ..milvus.captions import CaptionStore
+from ..milvus.filters import filters_to_expr
+from ..milvus.store import ImageStore
 from .bm25 import CaptionBM25Index
-from .caption_store import CaptionStore
-from .filters import filters_to_expr
-from .retrievers import hit_to_node
-from .store import ImageStore
+from .clip_retrievers import hit_to_node
 
 #: The most hits one Milvus search returns (its topk limit).
 MAX_SEARCH_LIMIT = 16384

@@ -1,0 +1,1 @@
+"""CLIP: the model that puts text and images in one vector space, loaded lazily and run fast."""

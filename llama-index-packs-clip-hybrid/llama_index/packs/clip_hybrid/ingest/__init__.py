@@ -1,0 +1,1 @@
+"""Ingestion: image files or nodes in, rows with CLIP vectors out, doing only what changed."""

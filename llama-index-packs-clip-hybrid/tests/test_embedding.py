@@ -31,10 +31,12 @@ def _unit(rows) -> np.ndarray:  # type: ignore[no-untyped-def]
     return arr / np.linalg.norm(arr, axis=1, keepdims=True)
 
 
-def test_is_a_clip_embedding_and_loads_lazily(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_is_a_multimodal_embedding_and_loads_lazily(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+
     missing = tmp_path / "not-there.pt"
     embed = FastClipEmbedding(model_name=str(missing))  # no I/O, no error yet
-    assert isinstance(embed, ClipEmbedding)
+    assert isinstance(embed, MultiModalEmbedding)
     assert not embed.is_loaded
     with pytest.raises(ValueError, match=r"neither a known name .* nor an existing checkpoint"):
         embed.get_text_embedding("x")
@@ -166,15 +168,13 @@ def test_loads_the_same_model_as_clip_load(tmp_path) -> None:  # type: ignore[no
         assert torch.allclose(ours.encode_text(tokens), theirs.encode_text(tokens), atol=1e-6)
 
 
-def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(  # type: ignore[no-untyped-def]
+def test_loading_and_embedding_import_neither_clip_nor_torchvision_nor_dynamo(  # type: ignore[no-untyped-def]
     tmp_path, tiny_clip_checkpoint
 ) -> None:
     """``import clip`` pulls in torchvision, and through it torch._dynamo, sympy and triton
-    (~150 MB, ~10 s); CLIP on meta tensors pulls in the last three (clip_package.py,
-    clip_checkpoint.py). A fresh process embeds a text and an image without any of them.
-
-    clip's model code runs as our real module ``_clip_model``: nothing is put in
-    ``sys.modules`` by hand, and the model pickled there loads here, by that name."""
+    (~150 MB, ~10 s); CLIP on meta tensors pulls in the last three (checkpoint.py). A
+    fresh process embeds a text and an image without any of them: the model is our own
+    code (clip/model.py), and the model pickled there loads here, by its module's name."""
     import pickle
 
     import torch
@@ -183,54 +183,181 @@ def test_loading_and_embedding_import_neither_torchvision_nor_dynamo(  # type: i
         "import pickle, sys\n"
         "from PIL import Image\n"
         "from llama_index.packs.clip_hybrid import FastClipEmbedding\n"
-        "before = set(sys.modules)\n"
         f"embed = FastClipEmbedding(model_name={str(tiny_clip_checkpoint)!r})\n"
         "assert len(embed.get_text_embedding('a photo of a cat')) == embed.embed_dim\n"
         "embed.get_image_embedding_batch([Image.new('RGB', (50, 40), 'red')])\n"
         "heavy = ('clip', 'torchvision', 'torch._dynamo', 'sympy', 'triton')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
-        "clipish = ('clip', '_clip', 'llama_index.packs.clip_hybrid.clip._clip')\n"
-        "print(sorted(m for m in set(sys.modules) - before if m.startswith(clipish)))\n"
         f"with open({str(tmp_path / 'model.pkl')!r}, 'wb') as fh:\n"
         "    pickle.dump(embed._model, fh)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    heavy, new_clip_modules = out.stdout.strip().splitlines()
-    assert heavy == "[]", out.stdout
-    assert new_clip_modules == str(
-        [
-            "llama_index.packs.clip_hybrid.clip._clip_model",
-            "llama_index.packs.clip_hybrid.clip._clip_tokenizer",
-        ]
-    )
+    assert out.stdout.strip() == "[]", out.stdout
     with open(tmp_path / "model.pkl", "rb") as fh:
         model = pickle.load(fh)
-    assert type(model).__module__ == "llama_index.packs.clip_hybrid.clip._clip_model"
+    assert type(model).__module__ == "llama_index.packs.clip_hybrid.clip.model"
     assert model.token_embedding.weight.shape[1] == model.transformer.width
     assert torch.isfinite(model.token_embedding.weight).all()
 
 
-def test_published_names_are_clips_and_a_verified_file_is_not_fetched_again(
-    tmp_path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    import clip
-    from llama_index.packs.clip_hybrid.clip import package as clip_package
+def test_published_names_are_clips_and_downloads_are_checked(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The names and URLs are clip's; a file whose SHA256 is the one in its URL is used as
+    it is; any other is fetched again (here from a server on loopback), and a download
+    whose digest does not match leaves nothing behind."""
+    import http.server
+    import threading
 
-    assert clip_package.known_models() == clip.clip._MODELS
-    # A file whose SHA256 is the one in its URL is used as it is; any other goes to
-    # clip's downloader (which would fetch it again).
+    import clip
+    from llama_index.packs.clip_hybrid.clip import weights
+
+    assert weights.MODELS == clip.clip._MODELS
     body = b"not really a checkpoint"
-    url = f"https://example.invalid/models/{hashlib.sha256(body).hexdigest()}/Tiny.pt"
-    monkeypatch.setattr(clip_package, "known_models", lambda: {"Tiny": url})
-    fetched: list[str] = []
-    monkeypatch.setattr(clip.clip, "_download", lambda u, root: fetched.append(u) or "fetched")
-    (tmp_path / "Tiny.pt").write_bytes(body)
-    assert clip_package.download("Tiny", str(tmp_path)) == str(tmp_path / "Tiny.pt")
-    assert fetched == []
-    (tmp_path / "Tiny.pt").write_bytes(body + b"!")
-    assert clip_package.download("Tiny", str(tmp_path)) == "fetched"
-    assert fetched == [url]
+    served: list[bytes] = [body]
+    requests: list[str] = []
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served[0])))
+            self.end_headers()
+            self.wfile.write(served[0])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        digest = hashlib.sha256(body).hexdigest()
+        url = f"http://127.0.0.1:{server.server_address[1]}/models/{digest}/Tiny.pt"
+        monkeypatch.setattr(weights, "MODELS", {"Tiny": url})
+        target = tmp_path / "Tiny.pt"
+        target.write_bytes(body)
+        assert weights.download("Tiny", str(tmp_path)) == str(target)
+        assert requests == []  # verified: not fetched
+        target.write_bytes(body + b"!")  # damaged: fetched again and replaced
+        assert weights.download("Tiny", str(tmp_path)) == str(target)
+        assert target.read_bytes() == body and len(requests) == 1
+        served[0] = b"something else"  # the server sends other bytes: refused
+        target.unlink()
+        with pytest.raises(OSError, match="SHA256"):
+            weights.download("Tiny", str(tmp_path))
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    finally:
+        server.shutdown()
+
+
+def test_tokenizer_gives_clips_ids(fast_clip) -> None:  # type: ignore[no-untyped-def]
+    """Our tokenizer against OpenAI's on 10,000 strings: English, Chinese, emoji, digits,
+    HTML entities, broken encodings, long and empty-ish strings."""
+    import random
+
+    from clip.simple_tokenizer import SimpleTokenizer
+    from llama_index.packs.clip_hybrid.clip.tokenizer import clip_tokenizer
+
+    rng = random.Random(0)
+    words = [
+        "system",
+        "architecture",
+        "diagram",
+        "Quarterly",
+        "revenue",
+        "2023",
+        "09:30",
+        "don't",
+        "we'll",
+        "naïve",
+        "café",
+        "ÆON",
+        "über",
+        "系统架构图",
+        "数据库",
+        "缓存",
+        "東京",
+        "こんにちは",
+        "안녕하세요",
+        "😀",
+        "🚀🔥",
+        "&amp;",
+        "&lt;b&gt;",
+        "Ã©",
+        "â€™",
+        "...",
+        "--",
+        "#1",
+        "C++",
+        "e-mail",
+        "http://x.y/z?q=1",
+        "\t",
+        "\n",
+        "  ",
+        "",
+        "ﬁne",
+        "Ⅻ",
+        "½",
+        "١٢٣",
+        "Привет",
+        "Ωmega",
+        "x" * 80,
+    ]
+    corpus = ["", " ", "\n\t ", "a" * 500, "系统" * 100]
+    for _ in range(10_000 - len(corpus)):
+        corpus.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))))
+    theirs = SimpleTokenizer()
+    ours = clip_tokenizer()
+    mismatched = [text for text in corpus if ours.encode(text) != theirs.encode(text)]
+    assert mismatched == []
+    assert (ours.start_id, ours.end_id) == (
+        theirs.encoder["<|startoftext|>"],
+        theirs.encoder["<|endoftext|>"],
+    )
+
+
+def test_resnet_checkpoints_embed_as_clip_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ResNet image towers (RN50, ...) of a tiny RN checkpoint give clip's vectors."""
+    import torch
+    from clip.model import build_model
+    from llama_index.packs.clip_hybrid.clip.model import ClipShapes, build_clip
+
+    shapes = ClipShapes(
+        embed_dim=32,
+        image_resolution=64,
+        vision_layers=(1, 2, 1, 1),
+        vision_width=16,
+        vision_patch_size=None,
+        context_length=77,
+        vocab_size=49408,
+        text_width=64,
+        text_heads=1,
+        text_layers=1,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        model = build_clip(shapes, initialize=True).eval()
+        for module in model.visual.modules():  # non-trivial batch-norm statistics
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.data.uniform_(0.5, 1.5)
+    # Stored as fp16 values, as OpenAI's checkpoints are (clip rounds matrices to fp16).
+    state = {
+        k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
+    assert ClipShapes.from_state_dict(state) == shapes
+    path = tmp_path / "rn.pt"
+    torch.save(state, path)
+    theirs = build_model({k: v.clone() for k, v in state.items()}).float().eval()
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    embed = FastClipEmbedding(model_name=str(path), precision="fp32")
+    ours = np.asarray(embed.get_image_embedding_batch(images))
+    pixels = torch.stack([embed._preprocess(img) for img in images])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(theirs.encode_image(pixels), dim=-1).numpy()
+    assert ours.shape == (3, 32)
+    assert (ours * expected).sum(axis=1).min() >= 0.99999
 
 
 def test_fp32_checkpoints_keep_their_precision(tiny_clip_checkpoint) -> None:  # type: ignore[no-untyped-def]

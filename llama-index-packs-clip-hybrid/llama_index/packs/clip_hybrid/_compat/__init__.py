@@ -1,1 +1,1 @@
-"""Workarounds for upstream bugs and limits, one file each, with the upstream issue and a canary test."""
+"""Workarounds for upstream bugs, one file each, with the upstream issue and a canary test."""

@@ -1,39 +1,31 @@
-"""Load a CLIP checkpoint as ``clip.load(name, jit=False)`` does, in one copy, by tower.
+"""Load a CLIP checkpoint into our model (model.py) in one copy of the weights, by tower.
 
-``clip.load`` reads the TorchScript archive from a file object (torch then buffers all of
-it), keeps the module while it builds a randomly initialised fp32 ``CLIP`` (605 MB for
-ViT-B/32), converts that to fp16, copies the weights in and converts again to fp32: for
-ViT-B/32 its peak is +1.16 GB over the imports. Here the archive is read from its path,
-the model is built on the ``meta`` device (no memory, no random init), and each stored
-tensor is converted and handed to it in turn, freeing the stored one.
+OpenAI's ``clip.load`` reads the TorchScript archive from a file object (torch then
+buffers all of it), keeps the module while it builds a randomly initialised fp32 model
+(605 MB for ViT-B/32), converts that to fp16, copies the weights in and converts again to
+fp32: for ViT-B/32 its peak is +1.16 GB over the imports. Here the archive is read from
+its path, the model is built on the ``meta`` device (no memory, no random init), and each
+stored tensor is converted and handed to it in turn, freeing the stored one.
 
 The two towers load separately (:func:`load_towers`): ingesting images needs only the
-image tower (350 MB in fp32), a text search only the text tower (252 MB). The model a
-caller gets is ``clip.load``'s, with the towers not loaded (yet) left on ``meta``.
+image tower (350 MB in fp32), a text search only the text tower (252 MB). The towers not
+loaded (yet) stay on ``meta``.
 
 Also accepted: a ``torch.save(state_dict)`` file, which ``clip.load`` reads from an
-un-rewound file handle and fails on (see UPSTREAM_NOTES).
+un-rewound file handle and fails on.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .package import ClipPreprocess, clip_model_module, download, known_models
+from .preprocess import ClipPreprocess
 
-
-def import_clip() -> Any:
-    """``import clip`` (all of it: torchvision too, see clip_package.py) without its
-    pkg_resources deprecation warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-        import clip
-    return clip
-
+if TYPE_CHECKING:
+    from .model import ClipModel
 
 Tower = Literal["visual", "text"]
 TOWERS: tuple[Tower, ...] = ("visual", "text")
@@ -41,30 +33,21 @@ TOWERS: tuple[Tower, ...] = ("visual", "text")
 _SETTINGS = ("input_resolution", "context_length", "vocab_size")
 
 
-def checkpoint_path(name: str, download_root: str | None) -> str:
-    """A local file for ``name``: a known CLIP name is downloaded (once, SHA256-checked)
-    by ``clip``'s own downloader into ``download_root`` (default ``~/.cache/clip``)."""
-    if name in known_models():
-        return download(name, download_root or os.path.expanduser("~/.cache/clip"))
-    return name
-
-
 def load_clip(
     path: str, *, device: str, towers: Sequence[Tower] = TOWERS
-) -> tuple[Any, Callable[..., Any]]:
-    """The eager CLIP model with ``towers`` in fp32 on ``device``, and its image transform
-    (``clip``'s, without torchvision: :class:`~.clip_package.ClipPreprocess`).
+) -> tuple[ClipModel, Callable[..., Any]]:
+    """The CLIP model with ``towers`` in fp32 on ``device``, and its image transform.
 
-    Raises what reading raises (OSError, RuntimeError, EOFError, ...).
+    Raises what reading raises (OSError, RuntimeError, EOFError, KeyError, ...).
     """
+    from .model import ClipShapes, build_clip  # torch: imported when a model is loaded
 
     state = read_state_dict(path)
-    with _shapes_only_mode(), warnings.catch_warnings():
-        # Shapes only: build_model's copy of the weights into meta tensors is a no-op.
-        warnings.filterwarnings("ignore", message=".*to a meta parameter.*is a no-op")
-        model = clip_model_module().build_model(dict(state))
+    shapes = ClipShapes.from_state_dict(state)
+    with _shapes_only_mode():
+        model = build_clip(shapes)
     load_towers(model, state, towers, device=device, name=path)
-    return model.eval(), ClipPreprocess(model.visual.input_resolution)
+    return model.eval(), ClipPreprocess(shapes.image_resolution)
 
 
 #: Initialisers that ``clip.model`` (and the torch layers it builds) run on new weights.
@@ -166,9 +149,7 @@ def load_towers(
     if "text" in towers:
         # The causal mask is a plain attribute, not state: it was made on meta.
         with torch.device(device):
-            mask = model.build_attention_mask()
-        for block in model.transformer.resblocks:
-            block.attn_mask = mask
+            model.set_attention_mask()
     stranded = [key for key, tensor in model.state_dict().items() if tensor.is_meta]
     stranded = [key for key in stranded if tower_of(key) in towers]
     if stranded:

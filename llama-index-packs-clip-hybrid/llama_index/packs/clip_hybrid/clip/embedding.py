@@ -1,4 +1,4 @@
-"""FastClipEmbedding: upstream ClipEmbedding, batched, normalised, lazy, and safe on long text."""
+"""FastClipEmbedding: CLIP text and image vectors for LlamaIndex, batched, normalised, lazy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import io
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
@@ -16,7 +15,6 @@ from llama_index.core.base.embeddings.base import Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageType
-from llama_index.embeddings.clip import ClipEmbedding
 from PIL import Image
 
 from .._util import chunks, prefetch
@@ -30,14 +28,14 @@ from ..images.decode import (
 from ..memory import release_free_memory
 from .checkpoint import (
     Tower,
-    checkpoint_path,
     load_clip,
     load_towers,
     read_state_dict,
 )
 from .image_tower import encode_image, pack_image_tower
-from .package import clip_tokenizer, known_models
 from .text_tower import Fp16TextWeights, PackedBlocks, encode_text
+from .tokenizer import clip_tokenizer
+from .weights import MODELS, checkpoint_path
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +48,6 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: there (11.8 vs 12.2 img/s, within the noise), and 16 holds half the activations of
 #: 32: peak RSS ingesting 1,500 images 1.41 GB vs 1.51 GB (benchmarks/bench_ingest.py).
 CPU_IMAGES_PER_FORWARD = 16
-
-
-#: Seconds without data before a weights download is abandoned (the clip package sets none).
-DOWNLOAD_TIMEOUT_S = 60.0
 
 
 class ClipWeightsUnavailableError(RuntimeError):
@@ -74,10 +68,12 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-class FastClipEmbedding(ClipEmbedding):
-    """CLIP text and image embeddings with real batching; a drop-in ``ClipEmbedding``.
+class FastClipEmbedding(MultiModalEmbedding):
+    """CLIP text and image embeddings with real batching, for any LlamaIndex component that
+    takes a ``MultiModalEmbedding``.
 
-    Differences from upstream ``ClipEmbedding`` (whose type it keeps):
+    Differences from upstream ``ClipEmbedding`` (llama-index-embeddings-clip), which runs
+    OpenAI's ``clip`` package (and torchvision) one item per forward pass:
 
     - the model loads on first use, not in the constructor;
     - images and texts run in batches under ``torch.inference_mode``, with image decoding
@@ -132,6 +128,9 @@ class FastClipEmbedding(ClipEmbedding):
     )
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _model: Any = PrivateAttr(default=None)
+    _preprocess: Any = PrivateAttr(default=None)
+    _device: Any = PrivateAttr(default=None)
     _dtype: Any = PrivateAttr(default=None)
     _fp16_text: Fp16TextWeights | None = PrivateAttr(default=None)
     _fp16_text_packed: bool = PrivateAttr(default=False)
@@ -152,9 +151,7 @@ class FastClipEmbedding(ClipEmbedding):
         fp16_image_weights: bool = True,
         **kwargs: Any,
     ) -> None:
-        # Skip ClipEmbedding.__init__: it imports clip and loads (downloads) the model.
-        MultiModalEmbedding.__init__(  # type: ignore[call-arg]
-            self,
+        super().__init__(  # type: ignore[call-arg]  # our fields, declared above
             model_name=model_name,
             embed_batch_size=embed_batch_size,
             device=device,
@@ -165,9 +162,6 @@ class FastClipEmbedding(ClipEmbedding):
             fp16_image_weights=fp16_image_weights,
             **kwargs,
         )
-        self._model = None
-        self._preprocess = None
-        self._device = None
         if precision == "fp16" and device is not None and device.startswith("cpu"):
             raise ValueError("precision='fp16' needs a GPU; on cpu use 'fp32' or 'bf16'.")
 
@@ -231,7 +225,7 @@ class FastClipEmbedding(ClipEmbedding):
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         name = self.model_name
-        known = list(known_models())
+        known = list(MODELS)
         if name not in known and not os.path.isfile(name):
             raise ValueError(
                 f"CLIP model {name!r} is neither a known name ({', '.join(known)}) nor an "
@@ -239,16 +233,12 @@ class FastClipEmbedding(ClipEmbedding):
             )
         if not os.path.isfile(name):
             logger.info("Loading CLIP %s (downloaded once to %s)", name, self.download_root)
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # clip's urlopen has none: never hang
         try:
             path = checkpoint_path(name, self.download_root)
             towers = (tower,) if tower is not None else ()
             model, preprocess = load_clip(path, device=device, towers=towers)
         except (OSError, RuntimeError, EOFError, KeyError) as exc:
             raise self._unavailable(exc) from exc
-        finally:
-            socket.setdefaulttimeout(previous)
         dtype = self._pick_dtype(device)
         self._model = _cast_weights(model, dtype).eval()
         self._preprocess = preprocess
@@ -342,8 +332,7 @@ class FastClipEmbedding(ClipEmbedding):
         import torch
 
         tokenizer = clip_tokenizer()
-        sot = tokenizer.encoder["<|startoftext|>"]
-        eot = tokenizer.encoder["<|endoftext|>"]
+        sot, eot = tokenizer.start_id, tokenizer.end_id
         too_long = []
         result = torch.zeros(len(texts), CLIP_CONTEXT_LENGTH, dtype=torch.long)
         for i, text in enumerate(texts):

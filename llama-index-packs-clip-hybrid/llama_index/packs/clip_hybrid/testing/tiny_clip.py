@@ -1,10 +1,11 @@
 """A tiny, seeded, real CLIP checkpoint for tests.
 
-The checkpoint is built with the ``clip`` package's own model class (small widths and
-layers), traced and saved as a TorchScript archive, so that the unchanged upstream loading
-path (``clip.load(path)`` and ``ClipEmbedding(model_name=path)``) reads it. A plain
-``torch.save(state_dict)`` file would not load: ``clip.load`` retries a failed TorchScript
-load on the same, un-rewound file handle (see UPSTREAM_NOTES).
+The checkpoint is the CLIP architecture (``clip/model.py``, the parameter names of
+OpenAI's checkpoints) with small widths and layers, traced and saved as a TorchScript
+archive like OpenAI's, so that the upstream loading path (``clip.load(path)`` and
+``ClipEmbedding(model_name=path)``) reads it unchanged. A plain ``torch.save(state_dict)``
+file would not load there: ``clip.load`` retries a failed TorchScript load on the same,
+un-rewound file handle.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
 class TinyClipConfig:
-    """Shapes of the tiny model. ``clip.model.build_model`` infers all of them back."""
+    """Shapes of the tiny model; a loader infers all of them back from the weights."""
 
     embed_dim: int = 32
     image_resolution: int = 32
@@ -52,7 +54,7 @@ def make_tiny_clip_checkpoint(
         >>> ClipEmbedding(model_name=str(ckpt)).get_text_embedding("a diagram")  # doctest: +SKIP
     """
     import torch
-    from clip.model import CLIP
+    from llama_index.packs.clip_hybrid.clip.model import ClipShapes, build_clip
 
     cfg = config or TinyClipConfig()
     target = Path(path)
@@ -61,15 +63,28 @@ def make_tiny_clip_checkpoint(
     # Seed a private generator state so that callers' global RNG streams stay untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIP(**asdict(cfg)).float().eval()
+        shapes = ClipShapes(
+            embed_dim=cfg.embed_dim,
+            image_resolution=cfg.image_resolution,
+            vision_layers=cfg.vision_layers,
+            vision_width=cfg.vision_width,
+            vision_patch_size=cfg.vision_patch_size,
+            context_length=cfg.context_length,
+            vocab_size=cfg.vocab_size,
+            text_width=cfg.transformer_width,
+            text_heads=cfg.transformer_heads,
+            text_layers=cfg.transformer_layers,
+        )
+        model = build_clip(shapes, initialize=True).float().eval()
         image = torch.rand(1, 3, cfg.image_resolution, cfg.image_resolution)
         text = torch.randint(1, cfg.vocab_size - 1, (1, cfg.context_length))
         with torch.no_grad():
             # With random weights the constant class and position embeddings dominate every
             # image vector (pairwise cosine ~0.95); zeroing them lets the pixels decide
             # (pairwise ~0.67), so that retrieval tests can tell images apart.
-            model.visual.class_embedding.zero_()
-            model.visual.positional_embedding.zero_()
+            visual: Any = model.visual
+            visual.class_embedding.zero_()
+            visual.positional_embedding.zero_()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # jit deprecation, tracer notes
                 traced = torch.jit.trace(model, (image, text), check_trace=False)

@@ -508,7 +508,7 @@ async def test_as_a_workflow_step_with_a_vision_llm_answer(hybrid_pack, stub) ->
 
 def test_caption_only_mode_without_clip(milvus_uri, image_dir, stub, fast_clip) -> None:
     from llama_index.packs.clip_hybrid.clip.no_clip import NoClipError
-    from llama_index.packs.clip_hybrid.milvus.store import CollectionMismatchError
+    from llama_index.packs.clip_hybrid.milvus.collection import CollectionMismatchError
 
     captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
     pack = ClipHybridPack(

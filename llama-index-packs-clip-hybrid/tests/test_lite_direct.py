@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from llama_index.packs.clip_hybrid import ImageStore
 from llama_index.packs.clip_hybrid._compat import milvus_lite_reads as lite_direct
-from llama_index.packs.clip_hybrid.milvus.store import BUILTIN_FIELDS
+from llama_index.packs.clip_hybrid.milvus.images import BUILTIN_FIELDS
 
 DIM = 8
 
@@ -66,7 +66,7 @@ def store(tmp_path: Path) -> Any:
 def _both(store: Any, monkeypatch: pytest.MonkeyPatch, read: Any) -> tuple[Any, Any]:
     """``read(store)`` in-process (pymilvus' search and get made to fail meanwhile, so a
     silent fallback cannot pass) and through pymilvus."""
-    assert store._lite_collection() is not None, "direct reads should be active here"
+    assert store._lite() is not None, "direct reads should be active here"
     client = store.client
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -78,7 +78,7 @@ def _both(store: Any, monkeypatch: pytest.MonkeyPatch, read: Any) -> tuple[Any, 
         ours = read(store)
     with monkeypatch.context() as patch:
         patch.setenv(lite_direct.ENV_SWITCH, "0")
-        assert store._lite_collection() is None
+        assert store._lite() is None
         theirs = read(store)
     return ours, theirs
 
@@ -128,10 +128,24 @@ def test_rows_by_id_same_as_pymilvus(
         assert by_id["i088"].fields["camera"] == "cam0"  # unflushed, dynamic field
 
 
+@pytest.mark.parametrize("filter_", ["", 'category == "c1"', "width > 70"])
+def test_iterating_rows_same_as_pymilvus(store: Any, monkeypatch, filter_: str) -> None:
+    """Rows streamed in process (keys, then rows by key) equal pymilvus' query_iterator's,
+    deletes, rewrites across segments and unflushed rows included."""
+
+    def rows(s: Any) -> list[tuple[Any, ...]]:
+        found = s.iter_rows(["path", "size", "camera"], filter=filter_, batch_size=7)
+        return sorted((r["id"], r["path"], r["size"], r.get("camera")) for r in found)
+
+    ours, theirs = _both(store, monkeypatch, rows)
+    assert ours == theirs and len(ours) > 10
+    assert not {r[0] for r in ours} & {"i005", "i010", "i040"}
+
+
 def test_not_used_on_a_server_or_when_switched_off(store: Any, monkeypatch) -> None:
-    assert ImageStore(uri="http://127.0.0.1:19530")._lite_collection() is None
+    assert ImageStore(uri="http://127.0.0.1:19530")._lite() is None
     monkeypatch.setenv(lite_direct.ENV_SWITCH, "0")
-    assert store._lite_collection() is None
+    assert store._lite() is None
     monkeypatch.delenv(lite_direct.ENV_SWITCH)
     assert lite_direct.collection(store.uri, "no_such_collection") is None
 
@@ -190,7 +204,7 @@ def test_a_relative_path_keeps_naming_its_database_after_chdir(tmp_path: Path, m
         store.flush()
     query = [1.0] + [0.0] * (DIM - 1)
     for name, store in stores.items():  # the working directory is b now
-        assert store._lite_collection() is not None
+        assert store._lite() is not None
         hits = store.search(query, limit=5, output_fields=("folder",))
         assert {h.fields["folder"] for h in hits} == {name}
         assert store.get_hits([("i001", 0.0)])[0].fields["folder"] == name

@@ -1,8 +1,10 @@
-"""Milvus Lite's dense search with cached row masks (lite_search.py) against upstream's.
+"""Milvus Lite's dense search with cached row masks (_compat/milvus_lite_search.py) against
+upstream's, which stays installed: nothing of Milvus Lite is replaced.
 
 Real Milvus Lite in a temp dir: collections with several segments, the same keys upserted
 into more than one of them, deletes, filters, dynamic fields and unflushed rows. Every
-search runs twice, through our path and through upstream's, and must give the same hits.
+search runs twice, in process through our path and through pymilvus (stock Milvus Lite),
+and must give the same hits.
 """
 
 from __future__ import annotations
@@ -15,16 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from llama_index.packs.clip_hybrid._compat import milvus_lite_search as lite_search
+from llama_index.packs.clip_hybrid._compat import milvus_lite_reads
 
 DIM = 8
-
-
-@pytest.fixture
-def restore_lite_search() -> Iterator[None]:
-    """Leave the module as the rest of the suite expects it: installed."""
-    yield
-    lite_search.install()
 
 
 def _db(tmp_path: Path) -> str:
@@ -80,21 +75,55 @@ def _flush_and_settle(client: Any, tmp_path: Path) -> None:
     assert client.describe_index("c", "vector")["pending_index_rows"] == 0
 
 
-def _search_both(client: Any, **kwargs: Any) -> tuple[Any, Any]:
-    lite_search.install()
-    ours = client.search("c", **kwargs)
-    lite_search.uninstall()
-    theirs = client.search("c", **kwargs)
-    lite_search.install()
-    return [list(q) for q in ours], [list(q) for q in theirs]
+def _lite(tmp_path: Path) -> Any:
+    from milvus_lite.server_manager import server_manager_instance
+
+    _, db, _ = server_manager_instance._servers[os.path.abspath(_db(tmp_path))]
+    return db.get_collection("c")
+
+
+def _plain(hits: Any) -> list[tuple[Any, float, dict[str, Any]]]:
+    """Hits as comparable tuples (pymilvus repeats the key in the entity for ``*``)."""
+    return [
+        (
+            h["id"],
+            round(float(h["distance"]), 5),
+            {k: v for k, v in h["entity"].items() if k != "id"},
+        )
+        for h in hits
+    ]
+
+
+def _ours(tmp_path: Path, data: list[list[float]], **kwargs: Any) -> list[Any]:
+    col = _lite(tmp_path)
+    params = kwargs.get("search_params", {}).get("params", {})
+    return [
+        _plain(
+            milvus_lite_reads.search(
+                col,
+                query,
+                limit=kwargs["limit"],
+                filter=kwargs.get("filter", ""),
+                output_fields=kwargs.get("output_fields"),
+                search_params=params,
+            )
+        )
+        for query in data
+    ]
+
+
+def _search_both(client: Any, tmp_path: Path, **kwargs: Any) -> tuple[Any, Any]:
+    """Ours (in process, cached masks) and upstream's (pymilvus, stock Milvus Lite)."""
+    theirs = [_plain(q) for q in client.search("c", **kwargs)]
+    return _ours(tmp_path, **kwargs), theirs
 
 
 @pytest.mark.parametrize("index_type", ["FLAT", "IVF_FLAT"])
-def test_same_hits_as_upstream(tmp_path: Path, index_type: str, restore_lite_search: None) -> None:
+def test_same_hits_as_upstream(tmp_path: Path, index_type: str) -> None:
     rng = np.random.default_rng(7)
     client = _client(tmp_path, index_type)
     _build(client, rng, tmp_path)
-    assert lite_search.install(), "lite_search should be active for this milvus-lite"
+    assert milvus_lite_reads.active(), "the in-process reads should apply to this milvus-lite"
     params = {"metric_type": "COSINE", "params": {"nprobe": 128}}
     cases: list[dict[str, Any]] = [
         {"output_fields": ["tag"]},
@@ -109,61 +138,56 @@ def test_same_hits_as_upstream(tmp_path: Path, index_type: str, restore_lite_sea
     for case in cases:
         queries = rng.standard_normal((3, DIM)).astype(np.float32).tolist()
         ours, theirs = _search_both(
-            client, data=queries, limit=15, search_params=params, anns_field="vector", **case
+            client, tmp_path, data=queries, limit=15, search_params=params, **case
         )
         assert ours == theirs, case
         compared += sum(len(q) for q in ours)
     assert compared > 50
-    ids = {hit["id"] for q in ours for hit in q}
+    ids = {hit[0] for q in ours for hit in q}
     assert not ids & {"k3", "k25", "k45", "k70"}, "deleted keys must not come back"
     client.close()
 
 
-def test_rewritten_keys_return_their_newest_row_once(
-    tmp_path: Path, restore_lite_search: None
-) -> None:
+def test_rewritten_keys_return_their_newest_row_once(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     client = _client(tmp_path, "FLAT")
     _build(client, rng, tmp_path)
-    lite_search.install()
     newest = client.get("c", ids=["k50"], output_fields=["vector", "version"])[0]
-    hits = client.search(
-        "c", data=[newest["vector"]], limit=200, output_fields=["version"], anns_field="vector"
-    )[0]
-    ids = [h["id"] for h in hits]
+    (hits,) = _ours(tmp_path, [newest["vector"]], limit=200, output_fields=["version"])
+    ids = [h[0] for h in hits]
     assert len(ids) == len(set(ids)) == 130 - 10
-    assert hits[0]["id"] == "k50" and hits[0]["entity"]["version"] == 3
+    assert hits[0][0] == "k50" and hits[0][2]["version"] == 3
     client.close()
 
 
-def test_unflushed_rows_and_deletes_are_seen(tmp_path: Path, restore_lite_search: None) -> None:
+def test_unflushed_rows_and_deletes_are_seen(tmp_path: Path) -> None:
     """With rows or deletes still in the memtable, upstream's code answers."""
     rng = np.random.default_rng(5)
     client = _client(tmp_path, "FLAT")
     _build(client, rng, tmp_path)
-    lite_search.install()
+    _ours(tmp_path, [[1.0] * DIM], limit=5, output_fields=["version"])  # masks cached
     fresh = _rows(rng, [7], 9)
     client.upsert("c", fresh)
     client.delete("c", ids=["k8"])
     for _ in range(2):  # the second run would come from a stale cache
-        found = client.search("c", data=[fresh[0]["vector"]], limit=130, output_fields=["version"])
-        hits = found[0]
-        assert hits[0]["id"] == "k7" and hits[0]["entity"]["version"] == 9
-        assert "k8" not in {h["id"] for h in hits}
+        (hits,) = _ours(tmp_path, [fresh[0]["vector"]], limit=130, output_fields=["version"])
+        assert hits[0][0] == "k7" and hits[0][2]["version"] == 9
+        assert "k8" not in {h[0] for h in hits}
     _flush_and_settle(client, tmp_path)
     ours, theirs = _search_both(
-        client, data=[fresh[0]["vector"]], limit=130, output_fields=["version"]
+        client, tmp_path, data=[fresh[0]["vector"]], limit=130, output_fields=["version"]
     )
     assert ours == theirs
-    assert "k8" not in {h["id"] for h in ours[0]}
+    assert "k8" not in {h[0] for h in ours[0]}
     client.close()
 
 
 def test_upstream_walks_every_row_on_every_search(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_lite_search: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The upstream cost this module removes: one tombstone check per stored row per
-    search. When this fails because upstream stopped walking, delete lite_search.py."""
+    """Canary: the upstream cost the cached masks remove, one tombstone check per stored
+    row per search. When this fails because upstream stopped walking, delete
+    _compat/milvus_lite_search.py."""
     from milvus_lite.storage.delta_index import DeltaIndex
 
     rng = np.random.default_rng(11)
@@ -178,30 +202,85 @@ def test_upstream_walks_every_row_on_every_search(
 
     monkeypatch.setattr(DeltaIndex, "is_deleted", counting)
     query = [random.Random(1).random() for _ in range(DIM)]
-    lite_search.uninstall()
-    client.search("c", data=[query], limit=5)
+    client.search("c", data=[query], limit=5)  # upstream's search, through pymilvus
     client.search("c", data=[query], limit=5)
     live_keys = 130 - 10
     assert calls["n"] >= 2 * live_keys  # every key's newest row, on every search
 
-    lite_search.install()
+    _ours(tmp_path, [query], limit=5)  # the masks are computed once
     calls["n"] = 0
-    first = client.search("c", data=[query], limit=5)
-    second = client.search("c", data=[query], limit=5)
+    first = _ours(tmp_path, [query], limit=5)
+    second = _ours(tmp_path, [query], limit=5)
     assert calls["n"] == 0
-    assert [h["id"] for h in first[0]] == [h["id"] for h in second[0]]
+    assert first == second
     client.close()
 
 
-def test_switched_off_by_environment(monkeypatch: pytest.MonkeyPatch, restore_lite_search: None):
-    lite_search.uninstall()
-    monkeypatch.setenv(lite_search.ENV_SWITCH, "0")
-    assert lite_search.install() is False
-    from milvus_lite.engine import collection
-    from milvus_lite.search import executor_indexed
+def test_switched_off_by_environment_or_an_untested_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import milvus_lite
 
-    assert collection.execute_search_with_index is executor_indexed.execute_search_with_index
-    monkeypatch.delenv(lite_search.ENV_SWITCH)
+    client = _client(tmp_path, "FLAT")
+    assert milvus_lite_reads.collection(_db(tmp_path), "c") is not None
+    monkeypatch.setenv(milvus_lite_reads.ENV_SWITCH, "0")
+    assert milvus_lite_reads.collection(_db(tmp_path), "c") is None
+    monkeypatch.delenv(milvus_lite_reads.ENV_SWITCH)
+    monkeypatch.setattr(milvus_lite, "__version__", "3.9.0")
+    with caplog.at_level("WARNING"):
+        assert milvus_lite_reads.collection(_db(tmp_path), "c") is None
+        assert milvus_lite_reads.collection(_db(tmp_path), "c") is None
+    warnings = [r for r in caplog.records if "3.9.0" in r.getMessage()]
+    assert len(warnings) == 1 and "slower" in warnings[0].getMessage()  # once, with the cost
+    client.close()
+
+
+def test_a_program_using_milvus_lite_itself_gets_stock_milvus_lite(tmp_path: Path) -> None:
+    """Using the pack's stores replaces nothing in Milvus Lite, pymilvus or gRPC: no module
+    attribute, no class attribute, no logger filter or level."""
+    import logging
+    import sys
+
+    from llama_index.packs.clip_hybrid import ImageStore
+
+    prefixes = ("milvus_lite", "pymilvus", "grpc")
+
+    def surface() -> dict[tuple[str, str], int]:
+        seen: dict[tuple[str, str], int] = {}
+        for name, module in list(sys.modules.items()):
+            if not name.startswith(prefixes) or module is None:
+                continue
+            for attr, value in list(vars(module).items()):
+                seen[(name, attr)] = id(value)
+                if isinstance(value, type) and value.__module__ == name:
+                    for member, inner in list(vars(value).items()):
+                        seen[(f"{name}.{attr}", member)] = id(inner)
+        for name in list(logging.Logger.manager.loggerDict):
+            if name.startswith(prefixes):
+                log = logging.getLogger(name)
+                seen[("logger", name)] = hash((log.level, tuple(map(id, log.filters))))
+        return seen
+
+    client = _client(tmp_path, "FLAT")  # the program's own Milvus Lite use
+    client.close()
+    before = surface()
+    store = ImageStore(uri=str(tmp_path / "pack.db"))
+    store.ensure(dim=DIM)
+    store.upsert(
+        [
+            {"id": f"i{i}", "vector": [1.0] + [0.0] * (DIM - 1), "path": f"/p/{i}"}
+            | {"sha256": "0" * 64, "folder": "/p", "category": "p", "width": 1, "height": 1}
+            | {"size": 1, "mtime": 0.0}
+            for i in range(3)
+        ]
+    )
+    store.flush()
+    assert len(store.search([1.0] + [0.0] * (DIM - 1), limit=2)) == 2
+    assert len(list(store.iter_rows(["path"]))) == 3
+    after = surface()
+    changed = {key for key in before.keys() & after.keys() if before[key] != after[key]}
+    assert changed == set()
+    store.close()
 
 
 def test_store_search_without_fields_reads_ids_only(tmp_path: Path) -> None:

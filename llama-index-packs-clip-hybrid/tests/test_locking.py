@@ -6,8 +6,8 @@ import threading
 from typing import Any
 
 import pytest
+from llama_index.packs.clip_hybrid.milvus.images import ImageStore
 from llama_index.packs.clip_hybrid.milvus.locking import ReadWriteLock
-from llama_index.packs.clip_hybrid.milvus.store import ImageStore
 
 
 def _rows(n: int) -> list[dict[str, Any]]:

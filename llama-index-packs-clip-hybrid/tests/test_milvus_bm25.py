@@ -18,7 +18,7 @@ from llama_index.packs.clip_hybrid.hybrid.fusion import (
     RRFFusionRetriever,
 )
 from llama_index.packs.clip_hybrid.milvus.captions import CaptionStore
-from llama_index.packs.clip_hybrid.milvus.store import CollectionMismatchError
+from llama_index.packs.clip_hybrid.milvus.collection import CollectionMismatchError
 from llama_index.packs.clip_hybrid.testing import ApiStub
 
 WORDS = [

@@ -23,7 +23,9 @@ from .download import download_llama_pack
 from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .images.decode import ImageLoadError, discover_images, open_image
 from .ingest.ingestor import ImageIngestor, IngestFailure, IngestReport, image_node_id
-from .milvus.store import CollectionMismatchError, DatabaseBusyError, ImageStore
+from .milvus.collection import CollectionMismatchError
+from .milvus.database import DatabaseBusyError
+from .milvus.images import ImageStore
 from .pack import ClipHybridPack
 
 __all__ = [

@@ -1,8 +1,7 @@
-"""Small shared helpers: batching, background prefetch, the Milvus Lite workaround guard."""
+"""Small shared helpers: batching, background prefetch, unit vectors."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -41,15 +40,3 @@ def unit_vector(vector: list[float]) -> list[float]:
     """``vector`` scaled to length 1 (for embedders that do not normalise)."""
     norm = sum(v * v for v in vector) ** 0.5 or 1.0
     return [v / norm for v in vector]
-
-
-def milvus_lite_workaround_on(env_switch: str, versions: tuple[str, ...]) -> bool:
-    """Whether a Milvus Lite workaround applies: not switched off (``env_switch=0``) and
-    the installed milvus-lite is one of the ``versions`` it was written and tested for."""
-    if os.environ.get(env_switch, "1") == "0":
-        return False
-    try:
-        import milvus_lite
-    except ImportError:
-        return False
-    return getattr(milvus_lite, "__version__", None) in versions

@@ -52,13 +52,9 @@ from .hybrid.fusion import (
 )
 from .ingest.ingestor import ImageIngestor, IngestReport
 from .milvus.captions import DEFAULT_CAPTION_COLLECTION, CaptionStore
-from .milvus.store import (
-    DEFAULT_COLLECTION,
-    DEFAULT_URI,
-    CollectionMismatchError,
-    ImageStore,
-    is_local_uri,
-)
+from .milvus.collection import CollectionMismatchError
+from .milvus.database import DEFAULT_URI, is_local_uri
+from .milvus.images import DEFAULT_COLLECTION, ImageStore
 
 logger = logging.getLogger(__name__)
 

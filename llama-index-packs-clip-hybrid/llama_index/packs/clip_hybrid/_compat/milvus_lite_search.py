@@ -9,19 +9,14 @@ py-spy), and they hold the GIL: two searches on two threads, such as the CLIP
 and caption-vector branches of a hybrid query, run one after the other.
 
 The masks depend only on the segments (immutable files), the tombstones and the
-memtable, and a read-mostly index changes them rarely. This module keeps them: it
-computes each segment's mask once per (segments, tombstones) state, exactly as upstream
-would, and on later queries goes straight to the index. Everything after the masks (the
-index search, the merge, the order of ties, the records and their projection) follows
-upstream's steps; ``tests/test_lite_search.py`` checks, on collections with upserts across
-segments, deletes and filters, that both return the same results.
-
-It is installed for milvus-lite 3.2.2 only, the version it was written and tested
-against: other versions run upstream unchanged. With unflushed rows or deletes in the
-memtable a query runs upstream's code too (the pack flushes after every ingestion).
-Set ``CLIP_HYBRID_LITE_FAST_SEARCH=0`` to turn it off. Delete this module when milvus-lite
-stops walking every row per query (not yet reported upstream: this machine cannot reach
-GitHub; the report belongs at milvus-io/milvus-lite with the numbers above).
+memtable, and a read-mostly index changes them rarely. :func:`search_with_cached_masks`
+(called by :mod:`.milvus_lite_reads`, never installed into Milvus Lite) computes each
+segment's mask once per (segments, tombstones) state, exactly as upstream would, and on
+later queries goes straight to the index. Everything after the masks (the index search,
+the merge, the order of ties, the records and their projection) follows upstream's steps;
+``tests/test_lite_search.py`` checks, on collections with upserts across segments,
+deletes and filters, that both return the same results. With unflushed rows or deletes
+in the memtable a query runs upstream's code (the store flushes after every ingestion).
 """
 
 from __future__ import annotations
@@ -34,48 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from .._util import milvus_lite_workaround_on
-
-SUPPORTED_VERSIONS = ("3.2.2",)
-ENV_SWITCH = "CLIP_HYBRID_LITE_FAST_SEARCH"
-
 _lock = threading.Lock()
-_upstream: Callable[..., Any] | None = None
 #: Per collection (keyed by its memtable, which lives as long as the open collection):
 #: the segments and tombstones the masks were made for, and the masks. One state per
 #: collection, so segments replaced by a compaction are not kept alive here.
 _masks: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[Any, int], list[Any]]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def install() -> bool:
-    """Route Milvus Lite's dense search through the cached masks; True when active.
-
-    Safe to call repeatedly and from several threads.
-    """
-    global _upstream
-    if not milvus_lite_workaround_on(ENV_SWITCH, SUPPORTED_VERSIONS):
-        return False
-    from milvus_lite.engine import collection
-    from milvus_lite.search import executor_indexed
-
-    with _lock:
-        if _upstream is None:
-            _upstream = executor_indexed.execute_search_with_index
-            collection.execute_search_with_index = search_with_cached_masks
-    return True
-
-
-def uninstall() -> None:
-    """Restore upstream's search (tests compare the two)."""
-    global _upstream
-    with _lock:
-        if _upstream is not None:
-            from milvus_lite.engine import collection
-
-            collection.execute_search_with_index = _upstream
-            _upstream = None
 
 
 def search_with_cached_masks(
@@ -94,12 +54,13 @@ def search_with_cached_masks(
     project_record_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     search_params: dict[str, Any] | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """Drop-in for upstream's ``execute_search_with_index`` (same arguments, same result)."""
-    upstream = _upstream
+    """Upstream's ``execute_search_with_index`` (same arguments, same result), with the
+    live-row masks cached."""
     segments = tuple(segments)
-    if upstream is None or memtable.size() > 0:  # unflushed rows or deletes
-        return _call_upstream(
-            upstream,
+    if memtable.size() > 0:  # unflushed rows or deletes: upstream's code answers
+        from milvus_lite.search.executor_indexed import execute_search_with_index
+
+        return execute_search_with_index(
             query_vectors,
             segments,
             memtable,
@@ -255,14 +216,6 @@ def read_rows(
                 record.update(meta)
             rows[(source, local)] = record
     return [rows[pick] for pick in picks]
-
-
-def _call_upstream(upstream: Callable[..., Any] | None, *args: Any) -> Any:
-    if upstream is None:  # uninstalled between the lookup and the call
-        from milvus_lite.search.executor_indexed import execute_search_with_index
-
-        upstream = execute_search_with_index
-    return upstream(*args)
 
 
 def _live_masks(

@@ -12,7 +12,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .._util import chunks, unit_vector
 from ..clip.no_clip import PLACEHOLDER
 from ..milvus.captions import CaptionStore, fit_caption
-from ..milvus.store import ImageStore
+from ..milvus.images import ImageStore
 from .captioners import CaptionImage, classify_error, redact
 from .embedding import embedding_identity
 from .transform import CaptionFailure, CaptionOutcome, CaptionReport, VLMCaptionTransform

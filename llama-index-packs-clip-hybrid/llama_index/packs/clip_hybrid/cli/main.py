@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..clip.embedding import DEFAULT_CLIP_MODEL
-from ..milvus.store import DEFAULT_COLLECTION, DEFAULT_URI
+from ..milvus.database import DEFAULT_URI
+from ..milvus.images import DEFAULT_COLLECTION
 
 
 class UsageError(Exception):

@@ -13,8 +13,9 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY, QueryImage
 
 from .._util import unit_vector
+from ..milvus.collection import StoredHit
 from ..milvus.filters import filters_to_expr
-from ..milvus.store import BUILTIN_FIELDS, ImageStore, StoredHit
+from ..milvus.images import BUILTIN_FIELDS, ImageStore
 
 #: Node metadata keys that describe storage, not content: kept out of LLM and embed text.
 _SYSTEM_KEYS = [CONTENT_HASH_METADATA_KEY, "folder", "width", "height", "size", "mtime"]

@@ -41,7 +41,7 @@ from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 from .._util import unit_vector
 from ..milvus.captions import CaptionStore
 from ..milvus.filters import filters_to_expr
-from ..milvus.store import ImageStore
+from ..milvus.images import ImageStore
 from .bm25 import CaptionBM25Index
 from .clip_retrievers import hit_to_node
 

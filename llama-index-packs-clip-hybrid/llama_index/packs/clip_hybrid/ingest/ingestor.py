@@ -37,7 +37,7 @@ from ..images.decode import (
     working_image,
 )
 from ..memory import release_free_memory
-from ..milvus.store import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
+from ..milvus.images import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
 
 if TYPE_CHECKING:
     from ..captions.transform import CaptionReport

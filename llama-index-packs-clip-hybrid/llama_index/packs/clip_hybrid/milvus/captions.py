@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from .store import CollectionMismatchError, ImageStore, IndexConfig
+from .collection import CollectionMismatchError, IndexConfig, Schema, VectorCollection
+from .images import ImageStore
 
 DEFAULT_CAPTION_COLLECTION = "captions"
 
@@ -36,11 +37,56 @@ def fit_caption(text: str) -> str:
     return data[:MAX_CAPTION_BYTES].decode("utf-8", "ignore")
 
 
-class CaptionStore(ImageStore):
+def _caption_schema(bm25: BM25Backend) -> Schema:
+    def build(schema: Any) -> None:
+        from pymilvus import DataType
+
+        if bm25 == "milvus":
+            from pymilvus import Function, FunctionType
+
+            from ..hybrid.tokens import quiet_jieba
+
+            quiet_jieba()  # Milvus Lite's analyzer runs jieba in this process
+            schema.add_field(
+                "text",
+                DataType.VARCHAR,
+                max_length=65535,
+                enable_analyzer=True,
+                analyzer_params=MILVUS_ANALYZER,
+            )
+            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="caption_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=[SPARSE_FIELD],
+                )
+            )
+        else:
+            schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("cache_key", DataType.VARCHAR, max_length=64)
+        schema.add_field("captioner", DataType.VARCHAR, max_length=256)
+        schema.add_field("path", DataType.VARCHAR, max_length=4096)
+
+    def add_indexes(index: Any) -> None:
+        if bm25 == "milvus":
+            index.add_index(
+                field_name=SPARSE_FIELD,
+                index_name=SPARSE_FIELD,
+                index_type="SPARSE_INVERTED_INDEX",
+                metric_type="BM25",
+            )
+
+    return Schema(output_fields=CAPTION_FIELDS, build=build, add_indexes=add_indexes)
+
+
+class CaptionStore(VectorCollection):
     """Caption vectors (COSINE) plus the text, the image's sha256 and the captioner key.
 
-    It shares the connection of its :class:`ImageStore` (one Milvus Lite server per path
-    and process); closing it leaves that connection open.
+    It lives in the database of its :class:`ImageStore` (one Milvus Lite server per path
+    and process) and shares its connection; closing it leaves that connection open.
     """
 
     def __init__(
@@ -54,32 +100,19 @@ class CaptionStore(ImageStore):
         if collection_name == images.collection_name:
             raise ValueError(f"The caption collection needs its own name, not {collection_name!r}.")
         super().__init__(
-            uri=images.uri, collection_name=collection_name, index=index or images.index
+            images.database,
+            collection_name,
+            schema=_caption_schema(bm25),
+            index=index or images.index,
         )
         self.images = images
         #: Used when the collection is created: with "milvus" it gets a BM25 function
         #: (text -> sparse vector) for Milvus' own full-text search.
         self.bm25 = bm25
 
-    def __repr__(self) -> str:
-        return f"CaptionStore(uri={self.uri!r}, collection_name={self.collection_name!r})"
-
-    @property
-    def client(self) -> Any:
-        return self.images.client
-
-    def close(self) -> None:
-        self._ready = False
-
-    def search_captions(self, vector: list[float], *, limit: int, filter: str = "") -> list[Any]:
-        return self.search(vector, limit=limit, filter=filter, output_fields=CAPTION_FIELDS)
-
     def has_milvus_bm25(self) -> bool:
         """True when the existing collection has Milvus' BM25 sparse field."""
-        if not self.exists():
-            return False
-        fields = self.client.describe_collection(self.collection_name)["fields"]
-        return any(f.get("name") == SPARSE_FIELD for f in fields)
+        return SPARSE_FIELD in self.field_names()
 
     def ensure(self, dim: int, *, model: str | None = None, overwrite: bool = False) -> None:
         super().ensure(dim, model=model, overwrite=overwrite)
@@ -148,49 +181,3 @@ class CaptionStore(ImageStore):
             self.collection_name, filter=f'sha256 == "{digest}"', output_fields=["text"], limit=1
         )
         return str(rows[0]["text"]) if rows else None
-
-    def _schema(self, dim: int) -> Any:
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        if self.bm25 == "milvus":
-            from pymilvus import Function, FunctionType
-
-            from ..hybrid.tokens import quiet_jieba
-
-            quiet_jieba()  # Milvus Lite's analyzer runs jieba in this process
-
-            schema.add_field(
-                "text",
-                DataType.VARCHAR,
-                max_length=65535,
-                enable_analyzer=True,
-                analyzer_params=MILVUS_ANALYZER,
-            )
-            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(
-                Function(
-                    name="caption_bm25",
-                    function_type=FunctionType.BM25,
-                    input_field_names=["text"],
-                    output_field_names=[SPARSE_FIELD],
-                )
-            )
-        else:
-            schema.add_field("text", DataType.VARCHAR, max_length=65535)
-        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-        schema.add_field("cache_key", DataType.VARCHAR, max_length=64)
-        schema.add_field("captioner", DataType.VARCHAR, max_length=256)
-        schema.add_field("path", DataType.VARCHAR, max_length=4096)
-        return schema
-
-    def _add_indexes(self, index: Any) -> None:
-        if self.bm25 == "milvus":
-            index.add_index(
-                field_name=SPARSE_FIELD,
-                index_name=SPARSE_FIELD,
-                index_type="SPARSE_INVERTED_INDEX",
-                metric_type="BM25",
-            )

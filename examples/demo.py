@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from llama_index.packs.clip_hybrid import ClipHybridPack, ClipWeightsUnavailableError
-    from llama_index.packs.clip_hybrid.hybrid.fusion import format_branches
+    from llama_index.packs.clip_hybrid.results import format_branches
 
     pack = ClipHybridPack(
         uri=args.db, clip_model=args.clip_model, similarity_top_k=args.top_k, show_progress=False
@@ -65,24 +65,24 @@ def main(argv: list[str] | None = None) -> int:
 
         paths = sorted(args.images.rglob("*.png"))
         query_image = next((p for p in paths if p.parent.name == "architecture"), paths[0])
-        hits, self_hits = pack.search(query_image)
+        found = pack.search(query_image)
         print(f"\nimage->image  {_rel(query_image)}")
-        for rank, hit in enumerate(hits, 1):
+        for rank, hit in enumerate(found.hits, 1):
             print(f"  {rank}. {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}")
-        for dropped in self_hits.dropped if self_hits else []:
+        for dropped in found.self_hits.dropped if found.self_hits else []:
             print(f"  filtered self-hit: score {dropped.score:.4f} (matched by {dropped.reason})")
 
-    hybrid = pack.retrieve(HYBRID_QUERY, mode="hybrid") if report.captions else []
-    if hybrid:
-        print(f"\nhybrid  {HYBRID_QUERY!r}  (branches: {', '.join(pack.last_branches)})")
-        for rank, hit in enumerate(hybrid, 1):
+    hybrid = pack.search(HYBRID_QUERY, mode="hybrid") if report.captions else None
+    if hybrid is not None and hybrid.hits:
+        print(f"\nhybrid  {HYBRID_QUERY!r}  (branches: {', '.join(hybrid.branches)})")
+        for rank, hit in enumerate(hybrid.hits, 1):
             parts = format_branches(hit.node.metadata["hybrid"]["branches"], digits=3)
             print(
                 f"  {rank}. rrf {hit.score:.4f}  {_rel(hit.node.metadata['file_path'])}  ({parts})"
             )
 
     if args.no_serve:
-        pack.store.close()
+        pack.close()
         return 0
     from llama_index.packs.clip_hybrid.preview import serve
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        pack.store.close()
+        pack.close()
     return 0
 
 

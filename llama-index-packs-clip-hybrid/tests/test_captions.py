@@ -23,7 +23,7 @@ from llama_index.packs.clip_hybrid import (
     VLMCaptionTransform,
     resolve_captioner,
 )
-from llama_index.packs.clip_hybrid.captions.captioners import build_prompt
+from llama_index.packs.clip_hybrid.captions.base import build_prompt
 from llama_index.packs.clip_hybrid.testing import ApiStub
 from PIL import Image
 

@@ -344,7 +344,8 @@ def test_caption_only_mode_from_the_shell(tmp_path, image_dir, run_cli, monkeypa
         out = json.loads(run_cli("search", "架构", "--json", *db).stdout)
         assert out["mode"] == "hybrid" and out["branches"] == ["caption_vector", "bm25"]
         refused = run_cli("search", "架构", "--mode", "text", *db)
-        assert refused.returncode == 1 and "clip_model='none'" in refused.stderr
+        assert refused.returncode == 2 and "--clip-model none" in refused.stderr
+        assert "--mode hybrid" in refused.stderr and "clip_model=" not in refused.stderr
 
 
 def test_a_mistyped_db_is_named_and_not_created(tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]

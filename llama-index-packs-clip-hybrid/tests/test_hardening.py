@@ -92,7 +92,7 @@ def test_hostile_corpus_ingests_every_good_image_and_names_every_bad_one(
 )
 def test_odd_text_queries_give_results(pack, image_dir, query) -> None:
     pack.ingest(image_dir)
-    hits, _ = pack.search(query, mode="text", similarity_top_k=3)
+    hits = pack.search(query, mode="text", similarity_top_k=3).hits
     assert len(hits) == 3 and all(-1.0 <= h.score <= 1.0 for h in hits)
 
 
@@ -596,7 +596,7 @@ def test_queries_while_an_ingestion_runs_see_only_committed_images(
     while not finished.is_set() or searches < 3:
         before = pack.store.count()
         try:
-            hits, _ = pack.search("a photo", mode="text", similarity_top_k=5)
+            hits = pack.search("a photo", mode="text", similarity_top_k=5).hits
         except ValueError:  # nothing committed yet: the named empty-index error is fine
             assert before == 0
             continue
@@ -611,7 +611,7 @@ def test_queries_while_an_ingestion_runs_see_only_committed_images(
     assert errors == []
     assert growing == sorted(growing) and any(0 < c < total for c in growing)  # mid-way too
     assert pack.store.count() == total
-    assert len(pack.search("a photo", mode="text", similarity_top_k=5)[0]) == 5
+    assert len(pack.search("a photo", mode="text", similarity_top_k=5).hits) == 5
 
 
 # -- failing APIs ---------------------------------------------------------------------------
@@ -628,7 +628,7 @@ def _caption_transform(stub, tmp_path: Path, **kwargs):  # type: ignore[no-untyp
 def _images(n: int) -> list:
     import io
 
-    from llama_index.packs.clip_hybrid.captions.transform import CaptionImage
+    from llama_index.packs.clip_hybrid.captions.base import CaptionImage
 
     out = []
     for i in range(n):
@@ -703,7 +703,7 @@ def test_a_big_photo_queried_again_scores_exactly_its_indexed_vector(pack, tmp_p
         small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
         Image.fromarray(small).resize((4000, 3000)).save(folder / f"p{i}.jpg", quality=80)
     pack.ingest(folder)
-    hits, _ = pack.search(folder / "p1.jpg", mode="image", keep_self_hit=True)
+    hits = pack.search(folder / "p1.jpg", mode="image", keep_self_hit=True).hits
     top = hits[0]
     assert top.node.metadata["file_path"].endswith("p1.jpg")
     assert top.score == pytest.approx(1.0, abs=1e-5)

@@ -14,7 +14,8 @@ from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 from llama_index.packs.clip_hybrid import ClipHybridPack, LLMCaptioner
 from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index, CaptionText
-from llama_index.packs.clip_hybrid.hybrid.fusion import HYBRID_METADATA_KEY, RRFFusionRetriever
+from llama_index.packs.clip_hybrid.hybrid.fusion import RRFFusionRetriever
+from llama_index.packs.clip_hybrid.hybrid.nodes import HYBRID_METADATA_KEY
 from llama_index.packs.clip_hybrid.hybrid.tokens import tokenize
 from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table
 
@@ -162,13 +163,36 @@ async def test_async_branches_run_at_the_same_time() -> None:
     assert sorted(h.node.node_id for h in hits) == ["a", "b"]
 
 
-def test_a_failing_branch_fails_the_query() -> None:
+async def test_a_failing_branch_is_named_and_the_others_answer(caplog) -> None:
+    """A branch that fails (a revoked key on the caption embedder, say) does not sink the
+    hybrid search: the others answer, the failure is named (key-free); only when every
+    branch fails does the query fail, with the first failure."""
     meeting = _Meeting(["ok", "bad"])
     fusion = RRFFusionRetriever(
         {"ok": meeting.retriever("ok"), "bad": meeting.retriever("bad", fail=True)}
     )
+    with caplog.at_level(logging.WARNING):
+        hits, failed = fusion.retrieve_with_failures("q")
+        plain = fusion.retrieve("q")
+    assert [h.node.node_id for h in hits] == [h.node.node_id for h in plain]
+    assert hits and all(
+        set(h.node.metadata[HYBRID_METADATA_KEY]["branches"]) == {"ok"} for h in hits
+    )
+    assert list(failed) == ["bad"] and "branch bad failed" in failed["bad"]
+    assert "branch bad failed" in caplog.text
+    meeting = _Meeting(["ok", "bad"])
+    ahits, afailed = await RRFFusionRetriever(
+        {"ok": meeting.retriever("ok"), "bad": meeting.retriever("bad", fail=True)}
+    ).aretrieve_with_failures("q")
+    assert [h.node.node_id for h in ahits] == [h.node.node_id for h in hits] and list(afailed) == [
+        "bad"
+    ]
+    meeting = _Meeting(["bad", "worse"])
+    both = RRFFusionRetriever(
+        {"bad": meeting.retriever("bad", fail=True), "worse": meeting.retriever("worse", fail=True)}
+    )
     with pytest.raises(RuntimeError, match="branch bad failed"):
-        fusion.retrieve("q")
+        both.retrieve("q")
 
 
 def test_bad_fusion_options() -> None:
@@ -355,8 +379,9 @@ def hybrid_pack(milvus_uri, fast_clip, image_dir, stub):
 
 
 def test_pack_hybrid_finds_chinese_text_and_merges_branches(hybrid_pack) -> None:
-    hits = hybrid_pack.retrieve("架构", mode="hybrid", similarity_top_k=5)
-    assert hybrid_pack.last_branches == ["clip", "caption_vector", "bm25"]
+    result = hybrid_pack.search("架构", mode="hybrid", similarity_top_k=5)
+    hits = result.hits
+    assert result.branches == ["clip", "caption_vector", "bm25"]
     ids = [h.node.node_id for h in hits]
     assert len(ids) == len(set(ids))  # one result per image, never one per branch
     top = hits[0].node
@@ -371,9 +396,10 @@ def test_pack_hybrid_finds_chinese_text_and_merges_branches(hybrid_pack) -> None
 
 def test_pack_hybrid_image_query_filters_the_self_hit(hybrid_pack, image_dir) -> None:
     query = next(image_dir.rglob("architecture_0.png"))
-    hits = hybrid_pack.retrieve(query, mode="hybrid", similarity_top_k=5)
+    result = hybrid_pack.search(query, mode="hybrid", similarity_top_k=5)
+    hits = result.hits
     assert str(query) not in [h.node.metadata["file_path"] for h in hits]
-    assert hybrid_pack.last_branches == ["clip", "caption_vector", "bm25"]
+    assert result.branches == ["clip", "caption_vector", "bm25"]
     # the caption branches searched with the query image's own caption: BM25 ranks the
     # other architecture image (the same caption) first
     twin = [h for h in hits if h.node.metadata["file_path"].endswith("architecture_1.png")]
@@ -382,8 +408,9 @@ def test_pack_hybrid_image_query_filters_the_self_hit(hybrid_pack, image_dir) ->
 
 def test_pack_hybrid_without_captions_is_clip_alone(pack, image_dir) -> None:
     pack.ingest(image_dir)
-    hits = pack.retrieve("a bar chart", mode="hybrid", similarity_top_k=3)
-    assert pack.last_branches == ["clip"]
+    result = pack.search("a bar chart", mode="hybrid", similarity_top_k=3)
+    hits = result.hits
+    assert result.branches == ["clip"]
     clip = pack.retrieve("a bar chart", mode="text", similarity_top_k=3)
     assert [h.node.node_id for h in hits] == [h.node.node_id for h in clip]
 
@@ -430,8 +457,7 @@ def test_a_bm25_index_left_beside_a_deleted_database_does_not_answer(
     try:
         fresh.ingest(image_dir)  # the same paths: the same image ids
         assert fresh.bm25_index() is None
-        fresh.retrieve("系统架构图", mode="hybrid")
-        assert fresh.last_branches == ["clip"]
+        assert fresh.search("系统架构图", mode="hybrid").branches == ["clip"]
     finally:
         fresh.store.close()
 
@@ -443,8 +469,9 @@ def test_bm25_index_reloads_in_a_new_pack(hybrid_pack, milvus_uri, fast_clip) ->
         uri=milvus_uri, embed_model=fast_clip, caption_embed=MockEmbedding(embed_dim=16)
     )
     try:
-        hits = fresh.retrieve("系统架构图", mode="hybrid", similarity_top_k=2)
-        assert "bm25" in fresh.last_branches
+        result = fresh.search("系统架构图", mode="hybrid", similarity_top_k=2)
+        hits = result.hits
+        assert "bm25" in result.branches
         assert hits[0].node.metadata["category"] == "architecture"
     finally:
         fresh.store.close()
@@ -524,8 +551,10 @@ def test_caption_only_mode_without_clip(milvus_uri, image_dir, stub, fast_clip) 
         assert report.indexed == n and report.captions is not None
         assert report.captions.captioned == n
         assert pack.store.model == "none" and pack.store.dim == 2
-        hits = pack.run("系统架构图")  # auto: the caption branches
-        assert pack.last_branches == ["caption_vector", "bm25"]
+        result = pack.search("系统架构图")  # auto: the caption branches
+        hits = result.hits
+        assert result.mode == "hybrid" and result.branches == ["caption_vector", "bm25"]
+        assert [h.node.node_id for h in pack.run("系统架构图")] == [h.node.node_id for h in hits]
         assert hits[0].node.metadata["category"] == "architecture"
         with pytest.raises(NoClipError, match="mode='hybrid'"):
             pack.retrieve("系统架构图", mode="text")
@@ -622,8 +651,7 @@ def test_captions_without_an_embedder_feed_bm25_then_get_vectors(
     try:
         pack.ingest(image_dir)
         assert pack.caption_store.model == "none"
-        pack.retrieve("系统架构图", mode="hybrid")
-        assert pack.last_branches == ["clip", "bm25"]
+        assert pack.search("系统架构图", mode="hybrid").branches == ["clip", "bm25"]
     finally:
         pack.store.close()
     calls = len(stub.requests)
@@ -638,7 +666,7 @@ def test_captions_without_an_embedder_feed_bm25_then_get_vectors(
         later.ingest(image_dir)
         assert len(stub.requests) == calls  # re-embedded from the cache: no VLM call
         assert later.caption_store.dim == 16
-        later.retrieve("系统架构图", mode="hybrid")
-        assert later.last_branches == ["clip", "caption_vector", "bm25"]
+        result = later.search("系统架构图", mode="hybrid")
+        assert result.branches == ["clip", "caption_vector", "bm25"]
     finally:
         later.store.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llama_index.core.schema import ImageNode
 from llama_index.packs.clip_hybrid import image_node_id
-from llama_index.packs.clip_hybrid.images.decode import file_sha256
+from llama_index.packs.clip_hybrid.images.sources import file_sha256
 
 
 def _stored(pack) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -12,11 +12,11 @@ import pytest
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.schema import QueryBundle
 from llama_index.packs.clip_hybrid import ClipHybridPack, ImageStore, LLMCaptioner
-from llama_index.packs.clip_hybrid.hybrid.fusion import (
+from llama_index.packs.clip_hybrid.hybrid.caption_branches import (
     CaptionVectorRetriever,
     MilvusBM25Retriever,
-    RRFFusionRetriever,
 )
+from llama_index.packs.clip_hybrid.hybrid.fusion import RRFFusionRetriever
 from llama_index.packs.clip_hybrid.milvus.captions import CaptionStore
 from llama_index.packs.clip_hybrid.milvus.collection import CollectionMismatchError
 from llama_index.packs.clip_hybrid.testing import ApiStub
@@ -164,8 +164,8 @@ def test_pack_with_milvus_bm25_end_to_end(milvus_uri, fast_clip, image_dir) -> N
         try:
             pack.ingest(image_dir)
             assert pack.caption_store.has_milvus_bm25()
-            pack.retrieve("架构", mode="hybrid", similarity_top_k=3)
-            assert pack.last_branches == ["clip", "caption_vector", "bm25"]
+            result = pack.search("架构", mode="hybrid", similarity_top_k=3)
+            assert result.branches == ["clip", "caption_vector", "bm25"]
             bm25 = pack.hybrid_retriever(similarity_top_k=20, branches=("bm25",))
             hits = bm25.retrieve("架构")
             texts = {r["id"]: r["text"] for r in pack.caption_store.iter_rows(["text"])}
@@ -179,8 +179,7 @@ def test_pack_with_milvus_bm25_end_to_end(milvus_uri, fast_clip, image_dir) -> N
             uri=milvus_uri, embed_model=fast_clip, caption_embed=MockEmbedding(embed_dim=8)
         )
         try:
-            auto.retrieve("架构", mode="hybrid")
-            assert auto.last_branches[-1] == "bm25"
+            assert auto.search("架构", mode="hybrid").branches[-1] == "bm25"
             assert not Path(auto.bm25_path).exists()  # no in-process index was built
         finally:
             auto.store.close()

@@ -7,7 +7,7 @@ import re
 import pytest
 from llama_index.core.schema import ImageNode
 from llama_index.packs.clip_hybrid import CaptionImage, OCRCaptioner, VLMCaptionTransform
-from llama_index.packs.clip_hybrid.captions.captioners import restore_spaces
+from llama_index.packs.clip_hybrid.captions.ocr import restore_spaces
 from llama_index.packs.clip_hybrid.testing import find_cjk_font, require
 
 

@@ -76,9 +76,10 @@ def test_same_bytes_at_two_paths_two_rows_one_forward_pass(pack, image_dir) -> N
     rows = pack.store.get([image_node_id(source), image_node_id(twin)], ["vector"])
     assert rows[image_node_id(source)]["vector"] == rows[image_node_id(twin)]["vector"]
     # Both copies are the query image's bytes: image->image drops both.
-    hits, report = pack.search(source)
-    assert str(twin) not in _paths(hits) and str(source) not in _paths(hits)
-    assert sorted(d.reason for d in report.dropped) == ["bytes", "path"]
+    result = pack.search(source)
+    assert str(twin) not in _paths(result.hits) and str(source) not in _paths(result.hits)
+    assert result.self_hits is not None
+    assert sorted(d.reason for d in result.self_hits.dropped) == ["bytes", "path"]
 
 
 def test_bad_files_are_reported_and_never_abort(pack, image_dir) -> None:  # type: ignore[no-untyped-def]

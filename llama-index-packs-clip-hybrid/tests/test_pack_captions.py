@@ -177,8 +177,7 @@ def test_auto_caption_embedder_follows_the_collection(
             model = later.caption_embed_model
             assert model is not None
             assert embedding_identity(model) == "sentence-transformers/all-MiniLM-L6-v2"
-            later.retrieve("a chart", mode="hybrid")
-            assert "caption_vector" in later.last_branches
+            assert "caption_vector" in later.search("a chart", mode="hybrid").branches
         finally:
             later.store.close()
 

@@ -105,7 +105,7 @@ def test_text_search_matches_the_pack_and_places_the_query(server) -> None:
     url, pack = server
     status, out = _post(url + "/api/search", {"mode": "text", "query": "a bar chart", "top_k": 4})
     assert status == 200
-    hits, _ = pack.search("a bar chart", mode="text", similarity_top_k=4)
+    hits = pack.search("a bar chart", mode="text", similarity_top_k=4).hits
     assert [r["id"] for r in out["results"]] == [h.node.node_id for h in hits]
     assert [r["score"] for r in out["results"]] == pytest.approx([h.score for h in hits])
     assert out["query_point"] is not None and out["filtered"] == []

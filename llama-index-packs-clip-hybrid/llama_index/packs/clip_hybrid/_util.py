@@ -1,9 +1,11 @@
-"""Small shared helpers: batching, background prefetch, unit vectors."""
+"""Small shared helpers: batching, background prefetch, unit vectors, the user cache folder."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +42,9 @@ def unit_vector(vector: list[float]) -> list[float]:
     """``vector`` scaled to length 1 (for embedders that do not normalise)."""
     norm = sum(v * v for v in vector) ** 0.5 or 1.0
     return [v / norm for v in vector]
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/clip-hybrid`` (``~/.cache/clip-hybrid`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "clip-hybrid"

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .hybrid.fusion import BRANCH_BM25, BRANCH_CAPTION
+from .options import CAPTION_BRANCHES
 
 MODES = ("text", "image", "caption", "hybrid")
 CUTOFFS = (1, 5, 10)
@@ -56,14 +56,29 @@ class Scores:
 
 @dataclass
 class EvalReport:
-    """Scores per mode, per mode and language, and the queries that missed."""
+    """Scores per mode, per mode and language, the queries that missed, and the relevant
+    paths that are not in the index (a qrels file resolved against the wrong folder
+    scores zero everywhere: this says why)."""
 
     modes: dict[str, Scores] = field(default_factory=dict)
     by_language: dict[str, dict[str, Scores]] = field(default_factory=dict)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    relevant_paths: int = 0
+    unknown_relevant: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.unknown_relevant:
+            out["warning"] = self.unknown_message()
+        return out
+
+    def unknown_message(self) -> str:
+        n, total = len(self.unknown_relevant), self.relevant_paths
+        return (
+            f"{n} of the {total} relevant paths in the qrels file are not in the index "
+            f"(e.g. {self.unknown_relevant[0]}); paths are resolved against the qrels "
+            "file's folder: check them, or index those images"
+        )
 
 
 def load_qrels(path: str | os.PathLike[str]) -> list[Qrel]:
@@ -101,7 +116,10 @@ def _resolve(base: Path, path: str) -> Path:
 
 
 def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> EvalReport:
-    """Run every applicable (query, mode) pair against ``pack`` and score it at 10."""
+    """Run every applicable (query, mode) pair against ``pack`` and score it at 10.
+
+    ``pack`` is a :class:`ClipHybridPack` (or anything with its ``retrieve``); with a pack,
+    relevant paths that are not in its index are listed in the report."""
     from llama_index.core.evaluation.retrieval.metrics import MRR, Recall
 
     unknown = set(modes) - set(MODES)
@@ -110,6 +128,12 @@ def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> Ev
     per_mode: dict[str, list[dict[str, float]]] = defaultdict(list)
     per_lang: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     report = EvalReport()
+    relevant = sorted({p for qrel in qrels for p in qrel.relevant})
+    report.relevant_paths = len(relevant)
+    store = getattr(pack, "store", None)  # a ClipHybridPack; other retrievers say nothing
+    if store is not None:
+        indexed = {str(Path(r["path"]).resolve()) for r in store.iter_rows(["path"]) if r["path"]}
+        report.unknown_relevant = [p for p in relevant if p not in indexed]
     for qrel in qrels:
         for mode in modes:
             retrieved = _run(pack, qrel, mode)
@@ -163,10 +187,7 @@ def _run(pack: Any, qrel: Qrel, mode: str) -> list[str] | None:
         return None
     query: Any = Path(qrel.image) if qrel.image is not None else qrel.query
     if mode == "caption":
-        retriever = pack.hybrid_retriever(
-            similarity_top_k=10, branches=(BRANCH_CAPTION, BRANCH_BM25)
-        )
-        hits = retriever.retrieve(query)
+        hits = pack.retrieve(query, mode="hybrid", similarity_top_k=10, branches=CAPTION_BRANCHES)
     else:
         hits = pack.retrieve(query, mode=mode, similarity_top_k=10)
     return [str(Path(h.node.metadata.get("file_path", "")).resolve()) for h in hits]

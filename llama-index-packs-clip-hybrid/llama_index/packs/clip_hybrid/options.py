@@ -14,6 +14,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+#: Defaults, here so that anything (the CLI's --help) can name them without imports.
+DEFAULT_URI = "./clip_hybrid.db"
+DEFAULT_COLLECTION = "images"
+DEFAULT_CAPTION_COLLECTION = "captions"
+DEFAULT_CLIP_MODEL = "ViT-B/32"
+
 Mode = Literal["auto", "text", "image", "hybrid"]
 MODES: tuple[str, ...] = ("auto", "text", "image", "hybrid")
 
@@ -112,7 +118,7 @@ def check_mode(mode: Any) -> Mode:
     if mode not in MODES:
         choices = ", ".join(repr(m) for m in MODES)
         raise OptionError(f"{{mode}} must be one of {choices}; got {mode!r}.")
-    return mode  # type: ignore[no-any-return]
+    return mode
 
 
 def check_top_k(value: Any, *, option: str = "similarity_top_k", at_most: int | None = None) -> int:

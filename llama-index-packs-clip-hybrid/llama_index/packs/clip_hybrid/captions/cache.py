@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .captioners import Caption
+from .._util import user_cache_dir
+from .base import Caption
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
@@ -36,8 +37,7 @@ CREATE TABLE IF NOT EXISTS captions (
 
 def default_cache_path() -> Path:
     """``$XDG_CACHE_HOME/clip-hybrid/captions.sqlite`` (``~/.cache`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "clip-hybrid" / "captions.sqlite"
+    return user_cache_dir() / "captions.sqlite"
 
 
 class CaptionCache:

@@ -25,13 +25,18 @@ def local_embedding_available() -> bool:
     )
 
 
-def resolve_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> BaseEmbedding | None:
-    """The caption embedder for ``auto|openai|local|none`` or a ``BaseEmbedding``.
+#: The model recorded with a caption collection made without an embedder.
+NO_CAPTION_VECTORS = "none"
 
-    ``auto``: text-embedding-3-small when ``OPENAI_API_KEY`` is set, else the bundled
-    all-MiniLM-L6-v2 when the ``local`` extra is installed, else None (captions are kept
-    for BM25 only). The vector dimension always comes from the model's first output.
-    """
+#: A resolved choice: "openai", "local", None (no caption vectors) or an embedder.
+EmbedChoice = str | BaseEmbedding | None
+
+
+def choose_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> EmbedChoice:
+    """Which caption embedder ``auto|openai|local|none`` (or a ``BaseEmbedding``) means,
+    without building it: ``auto`` is text-embedding-3-small when ``OPENAI_API_KEY`` is
+    set, else the bundled all-MiniLM-L6-v2 when the ``local`` extra is installed, else
+    None (captions are kept for BM25 only)."""
     if choice is None or isinstance(choice, BaseEmbedding):
         return choice
     if choice == "auto":
@@ -45,11 +50,38 @@ def resolve_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> Ba
         logger.info("Caption vectors: %s (chosen automatically).", choice)
     if choice == "none":
         return None
+    if choice in ("openai", "local"):
+        return choice
+    raise ValueError(f"caption_embed={choice!r} is not one of auto, openai, local, none.")
+
+
+def choice_identity(choice: EmbedChoice) -> str:
+    """The model name a choice records with the caption collection (loads nothing)."""
+    if choice is None:
+        return NO_CAPTION_VECTORS
+    if choice == "openai":
+        return OPENAI_CAPTION_EMBED_MODEL
+    if choice == "local":
+        return LOCAL_CAPTION_EMBED_MODEL
+    assert isinstance(choice, BaseEmbedding)
+    return embedding_identity(choice)
+
+
+def build_caption_embedding(choice: EmbedChoice) -> BaseEmbedding | None:
+    """The embedder of a resolved choice (a local model loads here)."""
     if choice == "openai":
         return openai_caption_embedding()
     if choice == "local":
         return local_caption_embedding()
-    raise ValueError(f"caption_embed={choice!r} is not one of auto, openai, local, none.")
+    assert choice is None or isinstance(choice, BaseEmbedding)
+    return choice
+
+
+def resolve_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> BaseEmbedding | None:
+    """The caption embedder for ``auto|openai|local|none`` or a ``BaseEmbedding``
+    (see :func:`choose_caption_embedding`). The vector dimension always comes from the
+    model's first output."""
+    return build_caption_embedding(choose_caption_embedding(choice))
 
 
 def openai_caption_embedding(**kwargs: Any) -> BaseEmbedding:

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from .._util import chunks, unit_vector
-from ..clip.no_clip import PLACEHOLDER
 from ..milvus.captions import CaptionStore, fit_caption
+from ..milvus.collection import PLACEHOLDER
 from ..milvus.images import ImageStore
-from .captioners import CaptionImage, classify_error, redact
-from .embedding import embedding_identity
-from .transform import CaptionFailure, CaptionOutcome, CaptionReport, VLMCaptionTransform
+from ..redaction import redact
+from .base import CaptionError, CaptionImage
+from .embedding import (
+    NO_CAPTION_VECTORS,
+    EmbedChoice,
+    build_caption_embedding,
+    choice_identity,
+)
+from .errors import classify_error
+from .report import CaptionFailure, CaptionOutcome, CaptionReport
+from .retry import RetryPolicy
+from .transform import VLMCaptionTransform
 
 logger = logging.getLogger(__name__)
-
-
-#: The model recorded with a caption collection made without an embedder.
-NO_CAPTION_VECTORS = "none"
 
 
 def reconcile_captions(
@@ -46,9 +50,13 @@ class CaptionIndexer:
     through :class:`VLMCaptionTransform` (so its cache makes repeats free), are embedded in
     batches and upserted; rows of images that left the image collection are deleted.
 
-    Without an embedder (``embed_model=None``) the rows get a 2-dim placeholder vector and
-    the model ``none``: the text is there for BM25, the caption-vector branch is off; when
-    an embedder appears later the collection is rebuilt from the cache (no VLM calls).
+    Without an embedder (``embed=None``) the rows get a 2-dim placeholder vector and the
+    model ``none``: the text is there for BM25, the caption-vector branch is off; when an
+    embedder appears later the collection is rebuilt from the cache (no VLM calls).
+
+    ``embed`` is a resolved choice (:func:`.embedding.choose_caption_embedding`): the
+    embedder is built only when there are captions to embed, so a run with nothing new
+    loads no model.
     """
 
     def __init__(
@@ -57,14 +65,15 @@ class CaptionIndexer:
         images: ImageStore,
         captions: CaptionStore,
         transform: VLMCaptionTransform,
-        embed_model: BaseEmbedding | None,
+        embed: EmbedChoice,
         embed_batch_size: int = 100,
     ) -> None:
         self.images = images
         self.captions = captions
         self.transform = transform
-        self.embed_model = embed_model
+        self.embed = embed
         self.embed_batch_size = embed_batch_size
+        self._model: BaseEmbedding | None = None
 
     def update(self) -> CaptionReport:
         key = self.transform.captioner.cache_key
@@ -75,7 +84,7 @@ class CaptionIndexer:
             for image_id, row in rows.items()
             if row["path"] and have.get(image_id) != (row["sha256"], key)
         ]
-        outcomes, report = self.transform.caption_images(todo)
+        outcomes, report = self.transform.caption_images(todo)  # no call when todo is empty
         self._store([o for o in outcomes if o.caption is not None and o.caption.text], report)
         # A changed image whose new caption is empty or failed must not keep describing
         # its old pixels; a caption of the same pixels (only the prompt changed) stays.
@@ -105,11 +114,17 @@ class CaptionIndexer:
         return reconcile_captions(self.captions, rows)
 
     def _model_name(self) -> str:
-        model = self.embed_model
-        return embedding_identity(model) if model is not None else NO_CAPTION_VECTORS
+        return choice_identity(self.embed)
+
+    def _embedder(self) -> BaseEmbedding | None:
+        if self._model is None and self.embed is not None:
+            self._model = build_caption_embedding(self.embed)
+        return self._model
 
     def _store(self, outcomes: Sequence[CaptionOutcome], report: CaptionReport) -> None:
-        model = self.embed_model
+        if not outcomes:
+            return
+        model = self._embedder()
         name = self._model_name()
         captioner = self.transform.captioner
         written = 0
@@ -121,7 +136,10 @@ class CaptionIndexer:
                 else:
                     vectors = [unit_vector(v) for v in _embed(model, texts)]
             except Exception as exc:  # the captions stay cached: only embedding is retried
-                reason = redact(f"caption embedding failed ({type(exc).__name__}: {exc})")[:300]
+                detail = (
+                    exc.reason if isinstance(exc, CaptionError) else f"{type(exc).__name__}: {exc}"
+                )
+                reason = redact(f"caption embedding failed ({detail})")[:300]
                 for outcome in batch:
                     image = outcome.image
                     report.failed.append(CaptionFailure(image.key, image.path, reason))
@@ -147,18 +165,19 @@ class CaptionIndexer:
         logger.info("Caption vectors: %d written to %r.", written, self.captions.collection_name)
 
 
-#: Attempts per caption-embedding batch. The OpenAI client already retries 429/5xx/resets
+#: Retries per caption-embedding batch. The OpenAI client already retries 429/5xx/resets
 #: itself (max_retries); this also covers what it does not: a malformed 200 body.
-EMBED_ATTEMPTS = 3
+EMBED_RETRIES = 2
 
 
 def _embed(model: BaseEmbedding, texts: list[str]) -> list[list[float]]:
-    for attempt in range(EMBED_ATTEMPTS):
+    def attempt() -> list[list[float]]:
         try:
             return model.get_text_embedding_batch(texts)
         except Exception as exc:
-            if attempt == EMBED_ATTEMPTS - 1 or classify_error(exc, 0).fatal:
-                raise  # a bad key or an exhausted quota: no retry cures it
-            logger.info("Caption embedding failed (%s); retrying.", type(exc).__name__)
-            time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+            error = classify_error(exc, 0)
+            logger.info("Caption embedding failed (%s).", type(exc).__name__)
+            raise error from exc
+
+    policy = RetryPolicy(max_retries=EMBED_RETRIES, backoff_base=0.5, backoff_max=2.0)
+    return policy.call(attempt)

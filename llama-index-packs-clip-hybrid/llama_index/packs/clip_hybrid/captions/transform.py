@@ -19,15 +19,11 @@ LLM in a loop:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
-import os
 import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from llama_index.core.async_utils import asyncio_run
@@ -43,18 +39,13 @@ from llama_index.core.schema import (
 )
 from pydantic import Field, PrivateAttr
 
-from ..images.decode import file_sha256
-from ..images.fetch import UrlRefusedError, fetch_public_url
+from ..images.sources import ImageSource, ImageSourceError, node_path, node_source
+from .base import Caption, CaptionError, CaptionImage
 from .cache import CaptionCache, default_cache_path
-from .captioners import (
-    Caption,
-    Captioner,
-    CaptionError,
-    CaptionImage,
-    LLMCaptioner,
-    OCRCaptioner,
-    classify_error,
-)
+from .choice import resolve_captioner
+from .errors import classify_error
+from .report import CaptionFailure, CaptionOutcome, CaptionReport
+from .retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -71,128 +62,12 @@ CAPTION_METADATA_KEYS = (
     "caption_language",
 )
 
-#: Images fetched from ``image_url`` larger than this are refused.
-MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
-
 ImageText = Literal["keep", "fill_empty", "replace"]
 
 
 def caption_node_id(image_id: str, cache_key: str) -> str:
     """The deterministic id of the caption of ``image_id`` by one captioner setting."""
     return str(uuid.uuid5(CAPTION_ID_NAMESPACE, f"{image_id}|{cache_key}"))
-
-
-@dataclass(frozen=True)
-class CaptionFailure:
-    """An image that got no caption this run, and why (it is retried next run)."""
-
-    key: str
-    path: str
-    reason: str
-
-
-@dataclass
-class CaptionUsage:
-    """What the run cost: API calls (retries included), failed calls, tokens reported."""
-
-    calls: int = 0
-    retries: int = 0
-    failed_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, caption: Caption) -> None:
-        self.prompt_tokens += caption.prompt_tokens or 0
-        self.completion_tokens += caption.completion_tokens or 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_tokens": self.total_tokens}
-
-
-@dataclass
-class CaptionReport:
-    """What one captioning run did. ``failed`` items are asked again by the next run."""
-
-    captioner: str = ""
-    captioned: int = 0
-    cached: int = 0
-    empty: int = 0
-    failed: list[CaptionFailure] = field(default_factory=list)
-    usage: CaptionUsage = field(default_factory=CaptionUsage)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["usage"] = self.usage.to_dict()
-        return out
-
-
-@dataclass(frozen=True)
-class CaptionOutcome:
-    """The result for one image: a caption (possibly from the cache) or a failure."""
-
-    image: CaptionImage
-    caption: Caption | None = None
-    cached: bool = False
-    failure: str | None = None
-
-
-def resolve_captioner(
-    choice: str | Captioner | Any = "auto",
-    *,
-    model: str | None = None,
-    language: str | None = None,
-    prompt: str | None = None,
-    detail: str = "auto",
-) -> Captioner | None:
-    """The captioner for ``auto|openai|dashscope|ocr|none``, a Captioner, or an LLM.
-
-    ``auto``: GPT-4o when ``OPENAI_API_KEY`` is set, else Qwen-VL-Max when
-    ``DASHSCOPE_API_KEY`` is set, else OCR when ``rapidocr-onnxruntime`` is installed,
-    else None (no captions). The choice is logged.
-    """
-    if isinstance(choice, Captioner):
-        return choice
-    if not isinstance(choice, str):  # a LlamaIndex LLM that takes image blocks
-        return LLMCaptioner(choice, **_llm_options(language, prompt, detail))
-    if choice == "auto":
-        if os.environ.get("OPENAI_API_KEY"):
-            choice = "openai"
-        elif os.environ.get("DASHSCOPE_API_KEY"):
-            choice = "dashscope"
-        elif OCRCaptioner.available():
-            choice = "ocr"
-        else:
-            logger.info("Captions: none (no OPENAI_API_KEY or DASHSCOPE_API_KEY, no OCR).")
-            return None
-        logger.info("Captions: %s (chosen automatically).", choice)
-    if choice == "none":
-        return None
-    if choice == "openai":
-        return LLMCaptioner.openai(model or "gpt-4o", **_llm_options(language, prompt, detail))
-    if choice == "dashscope":
-        return LLMCaptioner.dashscope(
-            model or "qwen-vl-max", **_llm_options(language, prompt, detail)
-        )
-    if choice == "ocr":
-        if not OCRCaptioner.available():
-            raise ValueError(
-                "captioner='ocr' needs rapidocr-onnxruntime: "
-                "pip install 'llama-index-packs-clip-hybrid[ocr]' (Python < 3.13)."
-            )
-        return OCRCaptioner()
-    raise ValueError(f"captioner={choice!r} is not one of auto, openai, dashscope, ocr, none.")
-
-
-def _llm_options(language: str | None, prompt: str | None, detail: str) -> dict[str, Any]:
-    options: dict[str, Any] = {"language": language, "detail": detail}
-    if prompt:
-        options["prompt"] = prompt
-    return options
 
 
 class VLMCaptionTransform(TransformComponent):
@@ -286,7 +161,7 @@ class VLMCaptionTransform(TransformComponent):
             try:
                 image = await asyncio.to_thread(_image_of, node, self.allow_image_urls)
             except CaptionError as exc:
-                report.failed.append(CaptionFailure(node.node_id, _path_of(node), exc.reason))
+                report.failed.append(CaptionFailure(node.node_id, node_path(node), exc.reason))
                 continue
             images.append(image)
             by_key[image.key] = node
@@ -434,39 +309,48 @@ class VLMCaptionTransform(TransformComponent):
     async def _caption_one(
         self, loaded: CaptionImage, report: CaptionReport, fatal: list[str]
     ) -> tuple[Caption | None, str | None]:
-        """Up to 1 + max_retries attempts; returns (caption, failure)."""
+        """Up to 1 + max_retries attempts (see :mod:`.retry`); returns (caption, failure)."""
         usage = report.usage
-        attempt = 0
-        while True:
+        attempts = 0
+
+        async def attempt() -> Caption:
+            nonlocal attempts
+            if attempts:
+                if fatal:  # another request found the key revoked meanwhile
+                    raise CaptionError(f"not retried: {fatal[0]}")
+                usage.retries += 1
+            attempts += 1
             usage.calls += 1
             try:
-                caption = await self.captioner.acaption(loaded, timeout=self.timeout)
+                return await self.captioner.acaption(loaded, timeout=self.timeout)
             except Exception as exc:
-                error = classify_error(exc, self.timeout)
                 usage.failed_calls += 1
-                if error.fatal:
-                    if not fatal:
-                        fatal.append(error.reason)
-                        logger.error("Captioning stopped: %s", error.reason)
-                    return None, error.reason
-                if not error.retryable or attempt >= self.max_retries or fatal:
-                    tries = f" (after {attempt + 1} attempts)" if attempt else ""
-                    return None, f"{error.reason}{tries}"
-                await asyncio.sleep(self._delay(attempt, error.retry_after))
-                if fatal:  # another request found the key revoked meanwhile
-                    return None, f"not retried: {fatal[0]}"
-                attempt += 1
-                usage.retries += 1
-                continue
-            usage.add(caption)
-            if not caption.text and self.captioner.empty_is_failure:
-                return None, "the model returned an empty caption"
-            return caption, None
+                error = classify_error(exc, self.timeout)
+                if error.fatal and not fatal:
+                    fatal.append(error.reason)
+                    logger.error("Captioning stopped: %s", error.reason)
+                raise error from exc
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.max_retry_after, retry_after) * (1.0 + 0.1 * self._rng.random())
-        return self._rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2**attempt))
+        try:
+            caption = await self._retry_policy().acall(attempt, give_up=lambda: bool(fatal))
+        except CaptionError as error:
+            if error.fatal or error.reason.startswith("not retried"):
+                return None, error.reason
+            tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+            return None, f"{error.reason}{tries}"
+        usage.add(caption)
+        if not caption.text and self.captioner.empty_is_failure:
+            return None, "the model returned an empty caption"
+        return caption, None
+
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            max_retry_after=self.max_retry_after,
+            rng=self._rng,
+        )
 
     def _finish(self, report: CaptionReport) -> None:
         self._last_report = report
@@ -494,32 +378,17 @@ class VLMCaptionTransform(TransformComponent):
 # -- where the bytes come from ----------------------------------------------------------
 
 
-def _path_of(node: ImageNode | ImageDocument) -> str:
-    return str(node.image_path or node.metadata.get("file_path") or "")
-
-
 def _image_of(node: ImageNode | ImageDocument, allow_urls: bool = False) -> CaptionImage:
     """A CaptionImage for a node: its file (hashed now, read later), bytes, or URL."""
-    path = _path_of(node)
-    if path:
-        try:
-            return CaptionImage(key=node.node_id, data=b"", sha256=file_sha256(path), path=path)
-        except OSError as exc:
-            raise CaptionError(f"cannot read file ({exc.strerror or exc})") from exc
-    if node.image:
-        try:
-            data = base64.b64decode(node.image, validate=False)
-        except (binascii.Error, ValueError) as exc:
-            raise CaptionError("image field is not base64") from exc
-        return CaptionImage.from_bytes(node.node_id, data)
-    if node.image_url:
-        if not allow_urls:
-            raise CaptionError(
-                "image_url is not fetched unless allowed: download the image and pass its "
-                "path, or use allow_image_urls=True (public addresses only)"
+    try:
+        source = node_source(node, allow_urls=allow_urls)
+        if source.data is None:
+            return CaptionImage(
+                key=node.node_id, data=b"", sha256=source.sha256(), path=source.path
             )
-        return CaptionImage.from_bytes(node.node_id, _download(str(node.image_url)))
-    raise CaptionError("node has no image_path, image or image_url")
+        return CaptionImage.from_bytes(node.node_id, source.data)
+    except ImageSourceError as exc:
+        raise CaptionError(exc.reason) from exc
 
 
 def _load(image: CaptionImage) -> CaptionImage:
@@ -527,17 +396,7 @@ def _load(image: CaptionImage) -> CaptionImage:
     if image.data:
         return image
     try:
-        with open(image.path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise CaptionError(f"cannot read file ({exc.strerror or exc})") from exc
+        data = ImageSource(path=image.path).read()
+    except ImageSourceError as exc:
+        raise CaptionError(exc.reason) from exc
     return CaptionImage.from_bytes(image.key, data, image.path)
-
-
-def _download(url: str) -> bytes:
-    try:
-        return fetch_public_url(url, max_bytes=MAX_DOWNLOAD_BYTES, timeout=30)
-    except UrlRefusedError as exc:
-        raise CaptionError(f"image_url refused: {exc}") from exc
-    except Exception as exc:
-        raise CaptionError(f"cannot download image_url ({type(exc).__name__}: {exc})") from exc

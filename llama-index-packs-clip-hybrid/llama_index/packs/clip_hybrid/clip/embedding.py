@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import threading
@@ -20,12 +19,12 @@ from PIL import Image
 from .._util import chunks, prefetch
 from ..images.decode import (
     DEFAULT_MAX_PIXELS,
-    ImageLoadError,
     open_working_image,
     to_rgb,
     working_image,
 )
 from ..memory import release_free_memory
+from ..options import DEFAULT_CLIP_MODEL
 from .checkpoint import (
     Tower,
     load_clip,
@@ -39,7 +38,6 @@ from .weights import MODELS, checkpoint_path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CLIP_MODEL = "ViT-B/32"
 CLIP_CONTEXT_LENGTH = 77
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -427,22 +425,11 @@ class FastClipEmbedding(MultiModalEmbedding):
         return batch
 
     def _as_rgb(self, item: Any) -> Image.Image:
-        # The working size (images.WORKING_SIDE) as in ingestion: same pixels, same vector.
-        return working_image(self._decoded(item))
-
-    def _decoded(self, item: Any) -> Image.Image:
+        """An image input (PIL image, path, bytes, file object) as RGB at the working size
+        (images.WORKING_SIDE), decoded as ingestion decodes: same pixels, same vector."""
         if isinstance(item, Image.Image):
-            return to_rgb(item)
-        if isinstance(item, (str, os.PathLike)):
-            return open_working_image(item, max_pixels=self.max_pixels)
-        if isinstance(item, (bytes, bytearray)):
-            item = io.BytesIO(item)
-        try:
-            with Image.open(item) as img:
-                img.load()
-                return to_rgb(img)
-        except Exception as exc:
-            raise ImageLoadError("<in-memory image>", f"cannot decode ({exc})") from exc
+            return working_image(to_rgb(item))
+        return open_working_image(item, max_pixels=self.max_pixels)
 
     def _encode_images(self, pixels: Any) -> list[Embedding]:
         import torch

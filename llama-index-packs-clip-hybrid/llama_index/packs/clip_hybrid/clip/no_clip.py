@@ -14,17 +14,19 @@ from typing import Any
 
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 
+from ..milvus.collection import PLACEHOLDER
+from ..options import OptionError
+
 NO_CLIP = "none"
-PLACEHOLDER = [1.0, 0.0]
 
 
-class NoClipError(ValueError):
+class NoClipError(OptionError):
     """A CLIP search was asked of an index (or pack) without CLIP."""
 
 
 _MESSAGE = (
-    "This pack has no CLIP model (clip_model='none', the caption-only mode): search with "
-    "mode='hybrid' (caption vectors and BM25), or index with a CLIP model for "
+    "This pack has no CLIP model ({clip_model=none}, the caption-only mode): search with "
+    "{mode=hybrid} (caption vectors and BM25), or index with a CLIP model for "
     "text->image and image->image."
 )
 

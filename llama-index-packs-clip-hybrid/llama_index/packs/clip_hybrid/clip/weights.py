@@ -15,7 +15,7 @@ import tempfile
 import urllib.request
 from typing import Any
 
-from ..images.decode import file_sha256
+from ..images.sources import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ has already segmented (jieba for Chinese, stemmed English), read back with the p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .._util import user_cache_dir
+from ..milvus.captions import CaptionStore
 from .tokens import TOKENIZER_SETTINGS, tokenize
 
 logger = logging.getLogger(__name__)
@@ -212,3 +215,59 @@ def _make_retriever(*, nodes: list[Any]) -> Any:
         skip_stemming=True,
         similarity_top_k=min(10, len(nodes)),
     )
+
+
+def default_bm25_path(uri: str, caption_collection: str) -> str:
+    """Where the bm25s index of a caption collection lives: beside a Milvus Lite database
+    (``<uri>.bm25``), or in the user cache folder for a server (by uri and collection)."""
+    if "://" not in uri:
+        return f"{os.path.abspath(uri)}.bm25"
+    digest = hashlib.sha256(f"{uri}|{caption_collection}".encode()).hexdigest()[:16]
+    return str(user_cache_dir() / "bm25" / digest)
+
+
+class PersistentBM25:
+    """The bm25s index of a caption collection, persisted at ``path``: loaded once,
+    rebuilt (only new or changed captions segmented again) when the captions changed."""
+
+    def __init__(self, captions: CaptionStore, path: str) -> None:
+        self.captions = captions
+        self.path = path
+        self._index: CaptionBM25Index | None = None
+        self._loaded = False
+
+    def refresh(self) -> CaptionBM25Index | None:
+        """Rebuild from the caption collection when captions changed, and persist it."""
+        if not self.captions.open_existing():
+            self._index, self._loaded = None, True
+            return None
+        previous = self._index or CaptionBM25Index.load(self.path)
+        rows = self.captions.iter_rows(["text", "sha256", "cache_key"])
+        captions = [
+            CaptionText(r["id"], r["text"], f"{r['sha256']}:{r['cache_key']}") for r in rows
+        ]
+        if previous is not None and previous.stamps == {c.image_id: c.stamp for c in captions}:
+            self._index, self._loaded = previous, True
+            return previous
+        index = CaptionBM25Index.build(captions, previous=previous)
+        index.persist(self.path)
+        self._index, self._loaded = index, True
+        return index
+
+    def index(self) -> CaptionBM25Index | None:
+        """The persisted index (loaded once, no tokenizing), built when missing; None
+        without a caption collection (an index left beside a deleted database must not
+        answer for the images indexed again under the same ids)."""
+        if not self.captions.open_existing():
+            return None
+        if not self._loaded:
+            loaded = CaptionBM25Index.load(self.path)
+            if loaded is None:
+                return self.refresh()
+            self._index, self._loaded = loaded, True
+        return self._index
+
+    def drop(self) -> None:
+        """Delete the persisted index (the captions are dropped with it)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._index, self._loaded = None, False

@@ -8,34 +8,14 @@ from typing import Any
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
-from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
-from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY, QueryImage
+from llama_index.retrievers.selfhit import QueryImage
 
 from .._util import unit_vector
-from ..milvus.collection import StoredHit
 from ..milvus.filters import filters_to_expr
 from ..milvus.images import BUILTIN_FIELDS, ImageStore
-
-#: Node metadata keys that describe storage, not content: kept out of LLM and embed text.
-_SYSTEM_KEYS = [CONTENT_HASH_METADATA_KEY, "folder", "width", "height", "size", "mtime"]
-
-
-def hit_to_node(hit: StoredHit) -> NodeWithScore:
-    """A stored row as an ``ImageNode`` with its real cosine score."""
-    fields = dict(hit.fields)
-    path = fields.pop("path", "") or None
-    metadata: dict[str, Any] = {"file_path": path} if path else {}
-    metadata[CONTENT_HASH_METADATA_KEY] = fields.pop("sha256", "")
-    metadata.update(fields)
-    node = ImageNode(
-        id_=hit.id,
-        image_path=path,
-        metadata=metadata,
-        excluded_llm_metadata_keys=list(_SYSTEM_KEYS),
-        excluded_embed_metadata_keys=list(_SYSTEM_KEYS),
-    )
-    return NodeWithScore(node=node, score=hit.score)
+from .nodes import hit_to_node, id_only_node
 
 
 class _StoreRetriever(BaseRetriever):
@@ -65,7 +45,7 @@ class _StoreRetriever(BaseRetriever):
             vector, limit=self.similarity_top_k, filter=self._expr, output_fields=fields
         )
         if not self.read_rows:  # ids and scores: a fusion reads the rows of its top-k only
-            return [NodeWithScore(node=ImageNode(id_=h.id), score=h.score) for h in hits]
+            return [id_only_node(h.id, h.score) for h in hits]
         return [hit_to_node(hit) for hit in hits]
 
     async def _asearch(self, vector: list[float]) -> list[NodeWithScore]:

@@ -24,207 +24,63 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
+import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import contextmanager
 
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.retrievers import QueryFusionRetriever
-from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
-from llama_index.core.vector_stores.types import MetadataFilters
-from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
+from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from .._util import unit_vector
-from ..milvus.captions import CaptionStore
-from ..milvus.filters import filters_to_expr
-from ..milvus.images import ImageStore
-from .bm25 import CaptionBM25Index
-from .clip_retrievers import hit_to_node
+from ..options import DEFAULT_RRF_K, check_rrf_k, check_weights
+from ..redaction import redact
+from .nodes import HYBRID_METADATA_KEY
 
-#: The most hits one Milvus search returns (its topk limit).
-MAX_SEARCH_LIMIT = 16384
+logger = logging.getLogger(__name__)
 
-#: Node metadata key holding the per-branch ranks and scores and the fused score.
-HYBRID_METADATA_KEY = "hybrid"
-DEFAULT_RRF_K = 60.0
-
-BRANCH_CLIP = "clip"
-BRANCH_CAPTION = "caption_vector"
-BRANCH_BM25 = "bm25"
+#: The failed branches of the fusion running in this context: name -> exception.
+_FAILURES: contextvars.ContextVar[dict[str, BaseException] | None] = contextvars.ContextVar(
+    "clip_hybrid_branch_failures", default=None
+)
+#: Where :meth:`RRFFusionRetriever.retrieve_with_failures` collects them.
+_REPORT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "clip_hybrid_failure_report", default=None
+)
 
 
-class _CaptionBranch(BaseRetriever):
-    """A branch that finds captions and returns the images they describe.
+class _Branch(BaseRetriever):
+    """One branch of the fusion: its sync retrieve runs on a worker thread, so branches
+    overlap even when their async path blocks (CLIP's async embedding runs the forward
+    pass inline); a failure is recorded for the fusion, which answers from the others."""
 
-    Subclasses implement :meth:`_scored` (query text -> (image id, score), best first);
-    this maps the ids to image nodes (see :func:`_image_nodes`) and runs on a thread in
-    async code.
-
-    Args:
-        images: The image collection the caption ids point into.
-        similarity_top_k: Candidates returned.
-        filters: Metadata filters on the images.
-        read_rows: Read the image rows now (a self-hit filter needs paths and hashes).
-    """
-
-    def __init__(
-        self,
-        *,
-        images: ImageStore,
-        similarity_top_k: int = 50,
-        filters: MetadataFilters | None = None,
-        read_rows: bool = False,
-    ) -> None:
-        self.images = images
-        self.similarity_top_k = similarity_top_k
-        self._expr = filters_to_expr(filters)
-        self.read_rows = read_rows
-        super().__init__()
-
-    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
-        raise NotImplementedError
-
-    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        """The top ``similarity_top_k`` images. Captions carry no image metadata, so a
-        filter is applied to the images their hits point to: while fewer than k pass and
-        the branch has more, it asks again for 4x as many captions (up to Milvus' 16,384)."""
-        if not query_bundle.query_str.strip():
-            return []
-        want = self.similarity_top_k
-        limit = want
-        while True:
-            scored = self._scored(query_bundle.query_str, limit)
-            nodes = _image_nodes(self.images, scored, self._expr, self.read_rows)
-            if len(nodes) >= want or not self._expr or len(scored) < limit:
-                return nodes[:want]
-            if limit >= MAX_SEARCH_LIMIT:
-                return nodes[:want]
-            limit = min(limit * 4, MAX_SEARCH_LIMIT)
-
-    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._retrieve, query_bundle)
-
-
-class CaptionVectorRetriever(_CaptionBranch):
-    """Query text -> caption embedder -> nearest captions -> the images they describe.
-
-    Scores are the cosine between the query and the caption.
-    """
-
-    def __init__(self, *, captions: CaptionStore, embed_model: BaseEmbedding, **kwargs: Any):
-        self.captions = captions
-        self.embed_model = embed_model
-        self._vector: tuple[str, list[float]] | None = None
-        super().__init__(**kwargs)
-
-    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
-        if not self.captions.open_existing():
-            return []
-        cached = self._vector  # asked again for more hits: not embedded (paid) again
-        if cached is None or cached[0] != query:
-            cached = (query, unit_vector(self.embed_model.get_query_embedding(query)))
-            self._vector = cached
-        hits = self.captions.search(cached[1], limit=limit, output_fields=())
-        return [(h.id, h.score) for h in hits]
-
-
-class CaptionBM25Retriever(_CaptionBranch):
-    """Query text -> BM25 over captions (CJK-aware) -> the images they describe.
-
-    ``index`` is a :class:`CaptionBM25Index` or a callable returning one (loaded lazily).
-    Zero-score results are never returned.
-    """
-
-    def __init__(
-        self,
-        *,
-        index: CaptionBM25Index | Callable[[], CaptionBM25Index | None] | None,
-        **kwargs: Any,
-    ) -> None:
-        self._index = index
-        super().__init__(**kwargs)
-
-    @property
-    def index(self) -> CaptionBM25Index | None:
-        if callable(self._index):
-            self._index = self._index()
-        return self._index
-
-    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
-        index = self.index
-        return index.search(query, limit) if index is not None else []
-
-
-class MilvusBM25Retriever(_CaptionBranch):
-    """Query text -> Milvus' own BM25 full-text search on the caption collection (its BM25
-    function, jieba analyzer) -> the images the captions describe. For a Milvus server or
-    cluster, where an in-process BM25 index does not scale."""
-
-    def __init__(self, *, captions: CaptionStore, **kwargs: Any) -> None:
-        self.captions = captions
-        super().__init__(**kwargs)
-
-    def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
-        return self.captions.search_bm25(query, limit=limit)
-
-
-def _image_nodes(
-    images: ImageStore, scored: list[tuple[str, float]], expr: str, read_rows: bool = False
-) -> list[NodeWithScore]:
-    """Image nodes for caption hits. With a filter, or ``read_rows`` (a self-hit filter
-    needs each node's path and content hash), the image rows are read now; otherwise the
-    nodes carry only the image id, and the fusion reads the rows of the final top-k only
-    (:func:`hydrate`): one small read instead of one per branch of 50 candidates each."""
-    if expr or read_rows:
-        return [hit_to_node(h) for h in images.get_hits(scored, filter=expr)]
-    return [NodeWithScore(node=ImageNode(id_=image_id), score=score) for image_id, score in scored]
-
-
-def hydrate(images: ImageStore, hits: list[NodeWithScore]) -> list[NodeWithScore]:
-    """Replace id-only image nodes by full ones from the image collection (keeping the
-    fused score and ``metadata["hybrid"]``); ids no longer stored are dropped."""
-    bare = [h.node.node_id for h in hits if CONTENT_HASH_METADATA_KEY not in h.node.metadata]
-    if not bare:
-        return hits
-    rows = {h.id: h for h in images.get_hits([(i, 0.0) for i in bare])}
-    out = []
-    for hit in hits:
-        node_id = hit.node.node_id
-        if node_id not in bare:
-            out.append(hit)
-        elif node_id in rows:
-            full = hit_to_node(rows[node_id])
-            info = hit.node.metadata.get(HYBRID_METADATA_KEY)
-            if info is not None:
-                full.node.metadata[HYBRID_METADATA_KEY] = info
-                full.node.excluded_llm_metadata_keys.append(HYBRID_METADATA_KEY)
-                full.node.excluded_embed_metadata_keys.append(HYBRID_METADATA_KEY)
-            full.score = hit.score
-            out.append(full)
-    return out
-
-
-class _OnThread(BaseRetriever):
-    """Runs a branch's sync retrieve on a worker thread, so branches overlap even when
-    their async path blocks (CLIP's async embedding runs the forward pass inline)."""
-
-    def __init__(self, inner: BaseRetriever) -> None:
+    def __init__(self, name: str, inner: BaseRetriever) -> None:
+        self.name = name
         self.inner = inner
         super().__init__()
 
+    def run(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        failures = _FAILURES.get()
+        try:
+            return self.inner.retrieve(query_bundle)
+        except Exception as exc:
+            if failures is None:
+                raise
+            failures[self.name] = exc
+            return []
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self.inner.retrieve(query_bundle)
+        return self.run(query_bundle)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self.inner.retrieve, query_bundle)
+        return await asyncio.to_thread(contextvars.copy_context().run, self.run, query_bundle)
 
 
-def _inner(retriever: BaseRetriever) -> BaseRetriever:
-    return retriever.inner if isinstance(retriever, _OnThread) else retriever
+def failure_reason(exc: BaseException) -> str:
+    """A branch's failure in one key-free line."""
+    return redact(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:300]
 
 
 class RRFFusionRetriever(QueryFusionRetriever):
@@ -257,17 +113,11 @@ class RRFFusionRetriever(QueryFusionRetriever):
     ) -> None:
         if not branches:
             raise ValueError("Hybrid retrieval needs at least one branch.")
-        if not (math.isfinite(rrf_k) and rrf_k > 0):
-            raise ValueError(f"rrf_k={rrf_k} must be a finite number > 0.")
-        unknown = set(weights or {}) - set(branches)
-        if unknown:
-            raise ValueError(f"weights for unknown branches: {sorted(unknown)}")
-        bad = {n: w for n, w in (weights or {}).items() if not (math.isfinite(w) and w >= 0)}
-        if bad:
-            raise ValueError(f"weights must be finite numbers >= 0: {bad}")
+        rrf_k = check_rrf_k(rrf_k)
+        weights = check_weights(weights, known=branches)
         names = list(branches)
         super().__init__(
-            retrievers=[_OnThread(branches[n]) for n in names],
+            retrievers=[_Branch(n, branches[n]) for n in names],
             llm=MockLLM(),
             mode="reciprocal_rerank",  # type: ignore[arg-type]
             similarity_top_k=similarity_top_k,
@@ -275,8 +125,8 @@ class RRFFusionRetriever(QueryFusionRetriever):
             use_async=use_async,
         )
         self.branch_names = names
-        self.rrf_k = float(rrf_k)
-        self.weights = [float((weights or {}).get(n, 1.0)) for n in names]
+        self.rrf_k = rrf_k
+        self.weights = [weights.get(n, 1.0) for n in names]
         self._finish = finish
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -294,27 +144,71 @@ class RRFFusionRetriever(QueryFusionRetriever):
                 )
         pool = self._pool
         futures = {
-            (query.query_str, i): pool.submit(
-                contextvars.copy_context().run, _inner(retriever).retrieve, query
-            )
+            (query.query_str, i): pool.submit(contextvars.copy_context().run, branch.run, query)
             for query in queries
-            for i, retriever in enumerate(self._retrievers)
+            for i, branch in enumerate(self._branches())
         }
         return {key: future.result() for key, future in futures.items()}
+
+    def _branches(self) -> list[_Branch]:
+        return [r for r in self._retrievers if isinstance(r, _Branch)]
+
+    def retrieve_with_failures(
+        self, query: str | QueryBundle
+    ) -> tuple[list[NodeWithScore], dict[str, str]]:
+        """:meth:`retrieve`, and the branches that failed (name -> reason) while the
+        others answered. When every branch fails, the first failure is raised."""
+        with _collect() as failed:
+            hits = self.retrieve(query)
+        return hits, failed
+
+    async def aretrieve_with_failures(
+        self, query: str | QueryBundle
+    ) -> tuple[list[NodeWithScore], dict[str, str]]:
+        """Async :meth:`retrieve_with_failures`."""
+        with _collect() as failed:
+            hits = await self.aretrieve(query)
+        return hits, failed
+
+    @contextmanager
+    def _tolerating(self) -> Iterator[dict[str, BaseException]]:
+        """Run the branches with failures recorded, not raised; then raise when none
+        answered, else report the failures (to :meth:`retrieve_with_failures`, and in a
+        warning)."""
+        failures: dict[str, BaseException] = {}
+        token = _FAILURES.set(failures)
+        try:
+            yield failures
+        finally:
+            _FAILURES.reset(token)
+        if failures and len(failures) == len(self.branch_names):
+            raise failures[self.branch_names[0]]  # every branch failed: the first one's
+        if failures:
+            reasons = {name: failure_reason(exc) for name, exc in failures.items()}
+            report = _REPORT.get()
+            if report is not None:
+                report.update(reasons)
+            logger.warning(
+                "Hybrid search: branch %s failed (%s); the other branches answered.",
+                ", ".join(reasons),
+                "; ".join(reasons.values()),
+            )
 
     # Upstream's _retrieve/_aretrieve with num_queries=1 in RRF mode, except the cut to
     # similarity_top_k: it comes after `finish`, which drops ids whose image is gone (a
     # caption can outlive its image), so that k results still come back.
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        if self.use_async:
-            results = self._run_nested_async_queries([query_bundle])
-        else:
-            results = self._run_sync_queries([query_bundle])
+        with self._tolerating():
+            if self.use_async:
+                results = self._run_nested_async_queries([query_bundle])
+            else:
+                results = self._run_sync_queries([query_bundle])
         return self._top(self._reciprocal_rerank_fusion(results))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        results = await self._run_async_queries([query_bundle])
+        with self._tolerating():
+            results = await self._run_async_queries([query_bundle])
         fused = self._reciprocal_rerank_fusion(results)
         return await asyncio.to_thread(self._top, fused) if self._finish else self._top(fused)
 
@@ -350,42 +244,29 @@ class RRFFusionRetriever(QueryFusionRetriever):
                     per_branch[name] = {"rank": rank + 1, "score": float(hit.score or 0.0)}
         order = sorted(fused, key=lambda node_id: fused[node_id], reverse=True)
         out = []
-        for node_id in order:
-            hit = first[node_id]
-            hit.score = fused[node_id]
-            hit.node.metadata[HYBRID_METADATA_KEY] = {
-                "rrf": fused[node_id],
-                "branches": branches[node_id],
-            }
-            for keys in (
-                hit.node.excluded_llm_metadata_keys,
-                hit.node.excluded_embed_metadata_keys,
-            ):
-                if HYBRID_METADATA_KEY not in keys:
-                    keys.append(HYBRID_METADATA_KEY)
-            out.append(hit)
+        for node_id in order:  # new nodes: the branches' own are not changed
+            node = first[node_id].node
+            info = {"rrf": fused[node_id], "branches": branches[node_id]}
+            copy = node.model_copy(
+                update={
+                    "metadata": {**node.metadata, HYBRID_METADATA_KEY: info},
+                    "excluded_llm_metadata_keys": _with(node.excluded_llm_metadata_keys),
+                    "excluded_embed_metadata_keys": _with(node.excluded_embed_metadata_keys),
+                }
+            )
+            out.append(NodeWithScore(node=copy, score=fused[node_id]))
         return out
 
 
-def format_branches(branches: dict[str, dict[str, float]], digits: int = 4) -> str:
-    """``clip #12 0.1572, bm25 #1 4.3019``: each branch's rank and score, for people."""
-    return ", ".join(
-        f"{name} #{info['rank']} {info['score']:.{digits}f}" for name, info in branches.items()
-    )
+def _with(keys: list[str]) -> list[str]:
+    return keys if HYBRID_METADATA_KEY in keys else [*keys, HYBRID_METADATA_KEY]
 
 
-def branch_table(hits: Sequence[NodeWithScore]) -> list[dict[str, Any]]:
-    """Fused results as plain rows: id, path, fused score and per-branch rank/score."""
-    rows = []
-    for rank, hit in enumerate(hits, 1):
-        info = hit.node.metadata.get(HYBRID_METADATA_KEY, {})
-        rows.append(
-            {
-                "rank": rank,
-                "id": hit.node.node_id,
-                "path": hit.node.metadata.get("file_path"),
-                "rrf": info.get("rrf", hit.score),
-                "branches": info.get("branches", {}),
-            }
-        )
-    return rows
+@contextmanager
+def _collect() -> Iterator[dict[str, str]]:
+    report: dict[str, str] = {}
+    token = _REPORT.set(report)
+    try:
+        yield report
+    finally:
+        _REPORT.reset(token)

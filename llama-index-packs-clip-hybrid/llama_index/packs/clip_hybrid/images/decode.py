@@ -1,166 +1,162 @@
-"""Finding image files and opening them safely: one bad file never sinks a batch."""
+"""THE image decoder: bytes or files to 8-bit RGB under pixel limits, or a named ImageLoadError."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import io
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-)
-
-#: Vector images: found in folders so that each is reported (CLIP needs pixels), not indexed.
-VECTOR_SUFFIXES = frozenset({".svg", ".svgz"})
+from .discovery import VECTOR_SUFFIXES
 
 #: Images above this many pixels are refused as likely decompression bombs (PIL's own
 #: limit is ~179M and only warns below it). 12000 x 9000 = 108M passes.
 DEFAULT_MAX_PIXELS = 150_000_000
 
-# Magic numbers of the formats above, for files whose extension does not say "image".
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", 0),
-    (b"\xff\xd8\xff", 0),
-    (b"GIF87a", 0),
-    (b"GIF89a", 0),
-    (b"BM", 0),
-    (b"II*\x00", 0),
-    (b"MM\x00*", 0),
-    (b"WEBP", 8),
-)
+#: What an image can be read from: a path, its bytes, or a binary file object.
+ImageInput = str | os.PathLike[str] | bytes | bytearray | IO[bytes]
+
+#: Why an image was refused: too many pixels (a caller may answer 413), or anything else.
+Problem = Literal["too_large", "unreadable"]
 
 
 class ImageLoadError(ValueError):
-    """An image file that cannot be indexed; ``reason`` says why in a few words."""
+    """An image that cannot be used; ``reason`` says why in a few words and ``problem``
+    is ``"too_large"`` (over the pixel limit) or ``"unreadable"``."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], reason: str, problem: Problem = "unreadable"
+    ) -> None:
         self.path = os.fspath(path)
         self.reason = reason
+        self.problem = problem
         super().__init__(f"{self.path}: {reason}")
 
 
-def sniff_image(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts with the magic bytes of a supported image format."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding its pixels."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+
+
+def _label(source: ImageInput, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return "<in-memory image>"
+
+
+@contextlib.contextmanager
+def _opened(source: ImageInput, *, max_pixels: int, name: str | None) -> Iterator[Image.Image]:
+    """The image opened (header read, pixels not decoded) after every check that needs no
+    decoding: readable, not empty, at most ``max_pixels``, not a slow RLE BMP. Pillow's
+    errors while the caller decodes inside the block become :class:`ImageLoadError`, and
+    close the image; otherwise it stays open for the caller (Pillow closes a file it
+    opened itself once a single-frame image is loaded)."""
+    label = _label(source, name)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(source)
+        except OSError as exc:
+            raise ImageLoadError(label, f"cannot read file ({exc.strerror or exc})") from exc
+        opened: object = source
+    elif isinstance(source, (bytes, bytearray)):
+        size = len(source)
+        opened = io.BytesIO(source)
+    else:
+        size = -1  # a file object: its length is not asked for
+        opened = source
+    if size == 0:
+        raise ImageLoadError(label, "empty file (0 bytes)")
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return False
-    return any(head[offset : offset + len(magic)] == magic for magic, offset in _MAGIC)
+        with warnings.catch_warnings():
+            # PIL warns from 89M pixels; our own max_pixels decides (12000 x 9000 is fine).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(opened)  # type: ignore[arg-type]
+            try:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageLoadError(
+                        label,
+                        f"decompression bomb: {width}x{height} pixels is over "
+                        f"max_pixels={max_pixels}",
+                        problem="too_large",
+                    )
+                _refuse_slow_rle_bmp(label, img)
+                yield img
+            except BaseException:
+                img.close()
+                raise
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as exc:
+        if Path(label).suffix.lower() in VECTOR_SUFFIXES:
+            raise ImageLoadError(
+                label, "SVG (vector) images are not supported; export it as PNG to index it"
+            ) from exc
+        raise ImageLoadError(label, "not an image (format not recognised)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(label, f"decompression bomb ({exc})", problem="too_large") from exc
+    except PermissionError as exc:
+        raise ImageLoadError(label, "permission denied") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageLoadError(label, f"truncated or corrupt image ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageLoadError(label, "too large to decode in the memory available") from exc
+    except Exception as exc:  # Pillow lets others through on hostile headers (fuzzing found
+        # a TIFF whose float strip offset raises TypeError in ImageFile.load, Pillow 13.0)
+        raise ImageLoadError(label, f"corrupt image ({type(exc).__name__}: {exc})") from exc
 
 
-def discover_images(
-    inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = True
-) -> Iterator[Path]:
-    """Yield image files under ``inputs`` (files or folders), each absolute path once.
-
-    In folders, a file is taken when its suffix is an image suffix or its first bytes are
-    an image's magic number (so ``scan0001`` without a suffix is found); hidden files and
-    folders are skipped and symlinked folders are not followed (no loops); a symlinked file
-    and its target are two paths, both yielded (each keeps its own row). SVG files are
-    yielded too, so that each is reported as unsupported rather than silently left out. A path given
-    explicitly is always yielded, so that a bad one is reported rather than ignored.
-    """
-    seen: set[str] = set()
-
-    def once(path: Path) -> Iterator[Path]:
-        key = os.path.normpath(path)
-        if key not in seen:
-            seen.add(key)
-            yield path
-
-    for raw in inputs:
-        root = Path(raw).expanduser()
-        if not root.is_dir():
-            yield from once(root.absolute())
-            continue
-        for folder, dirs, files in os.walk(root, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            if not recursive:
-                dirs[:] = []
-            for name in sorted(files):
-                if name.startswith("."):
-                    continue
-                path = Path(folder, name).absolute()
-                suffix = path.suffix.lower()
-                if suffix in IMAGE_SUFFIXES or suffix in VECTOR_SUFFIXES or sniff_image(path):
-                    yield from once(path)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, streamed."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+def probe_image(
+    source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> ImageHeader:
+    """The image's size, format and mode from its header, with the checks of
+    :func:`open_image` that need no decoding (size limit included)."""
+    with _opened(source, max_pixels=max_pixels, name=name) as img:
+        header = ImageHeader(img.size[0], img.size[1], img.format or "", img.mode)
+    img.close()
+    return header
 
 
 def open_image(
-    path: str | os.PathLike[str],
+    source: ImageInput,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int | None = None,
+    name: str | None = None,
 ) -> Image.Image:
     """Open, check and normalise an image to 8-bit RGB, or raise :class:`ImageLoadError`.
 
-    EXIF orientation is applied; palette, transparency (composited on white), CMYK,
-    16-bit and greyscale images are converted; animated images give their first frame.
+    ``source`` is a path, the image's bytes or a binary file object; ``name`` labels it
+    in errors (default: the path, or ``<in-memory image>``). EXIF orientation is applied;
+    palette, transparency (composited on white), CMYK, 16-bit and greyscale images are
+    converted; animated images give their first frame.
 
     ``min_side``: the caller needs no more than this many pixels on each side, so a JPEG
     may be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) while both sides stay at least
     ``min_side``: a 12000x9000 photo then costs 5 MB instead of 324 MB. The full size is
     in ``image.info["source_size"]`` (in the image's final orientation).
     """
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ImageLoadError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    if size == 0:
-        raise ImageLoadError(path, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            # PIL warns from 89M pixels; our own max_pixels decides (12000 x 9000 is fine).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageLoadError(
-                    path,
-                    f"decompression bomb: {width}x{height} pixels is over max_pixels={max_pixels}",
-                )
-            _refuse_slow_rle_bmp(path, img)
-            img.seek(0)
-            full_size = img.size
-            if min_side and img.format == "JPEG":
-                img.draft(img.mode, (min_side, min_side))
-            img.load()
-            decoded_size = img.size
-    except ImageLoadError:
-        raise
-    except UnidentifiedImageError as exc:
-        if Path(path).suffix.lower() in VECTOR_SUFFIXES:
-            raise ImageLoadError(
-                path, "SVG (vector) images are not supported; export it as PNG to index it"
-            ) from exc
-        raise ImageLoadError(path, "not an image (format not recognised)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(path, f"decompression bomb ({exc})") from exc
-    except PermissionError as exc:
-        raise ImageLoadError(path, "permission denied") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(path, f"truncated or corrupt image ({exc})") from exc
-    except MemoryError as exc:
-        raise ImageLoadError(path, "too large to decode in the memory available") from exc
-    except Exception as exc:  # Pillow lets others through on hostile headers (fuzzing found
-        # a TIFF whose float strip offset raises TypeError in ImageFile.load, Pillow 13.0)
-        raise ImageLoadError(path, f"corrupt image ({type(exc).__name__}: {exc})") from exc
-    out = to_rgb(img)
+    with _opened(source, max_pixels=max_pixels, name=name) as img:
+        img.seek(0)
+        full_size = img.size
+        if min_side and img.format == "JPEG":
+            img.draft(img.mode, (min_side, min_side))
+        img.load()
+        decoded_size = img.size
+        out = to_rgb(img)
     # EXIF rotation may have swapped the sides: report the full size the same way round
     swapped = out.size != decoded_size and out.size == decoded_size[::-1]
     out.info["source_size"] = full_size[::-1] if swapped else full_size
@@ -172,7 +168,7 @@ def open_image(
 MAX_RLE_BMP_PIXELS = 30_000_000
 
 
-def _refuse_slow_rle_bmp(path: str | os.PathLike[str], img: Image.Image) -> None:
+def _refuse_slow_rle_bmp(path: str, img: Image.Image) -> None:
     """Found by benchmarks/fuzz_images.py: a 310-byte BMP claiming 3473664x16 RGB pixels in
     RLE4 held open_image for 2.6 s before failing. Real RLE BMPs are 4/8-bit palette images."""
     if not any(tile.codec_name == "bmp_rle" for tile in getattr(img, "tile", ())):
@@ -200,10 +196,22 @@ def working_image(img: Image.Image) -> Image.Image:
 
 
 def open_working_image(
-    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
 ) -> Image.Image:
     """:func:`open_image` at the working size (big JPEGs decoded at a reduced scale)."""
-    return working_image(open_image(path, max_pixels=max_pixels, min_side=WORKING_SIDE))
+    return working_image(
+        open_image(source, max_pixels=max_pixels, min_side=WORKING_SIDE, name=name)
+    )
+
+
+def thumbnail(
+    source: ImageInput, side: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """A small RGB copy (at most ``side`` pixels a side), decoded at a reduced scale where
+    the format allows it (JPEG), with the same limits as everything else."""
+    img = open_image(source, max_pixels=max_pixels, min_side=side)
+    img.thumbnail((side, side))
+    return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

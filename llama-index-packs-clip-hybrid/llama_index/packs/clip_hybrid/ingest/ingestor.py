@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import logging
@@ -11,13 +9,12 @@ import os
 import stat
 import sys
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
@@ -26,108 +23,19 @@ from PIL import Image
 
 from .._util import chunks, unit_vector
 from ..clip.embedding import FastClipEmbedding
-from ..clip.no_clip import PLACEHOLDER, NoClipEmbedding
-from ..images.decode import (
-    DEFAULT_MAX_PIXELS,
-    ImageLoadError,
-    discover_images,
-    file_sha256,
-    open_working_image,
-    to_rgb,
-    working_image,
-)
+from ..clip.no_clip import NoClipEmbedding
+from ..images.decode import DEFAULT_MAX_PIXELS, ImageLoadError, open_working_image
+from ..images.discovery import bytes_node_id, discover_images, image_node_id, printable_path
+from ..images.sources import ImageSourceError, file_sha256, node_source
 from ..memory import release_free_memory
-from ..milvus.images import BUILTIN_FIELDS, MAX_PATH_BYTES, ImageStore
-
-if TYPE_CHECKING:
-    from ..captions.transform import CaptionReport
+from ..milvus.collection import PLACEHOLDER
+from ..milvus.images import ImageStore
+from .report import IngestFailure, IngestReport
+from .rows import metadata_problem, storable, stored_form, unstorable_path, user_fields
 
 logger = logging.getLogger(__name__)
 
-#: Namespace of image node ids: uuid5(namespace, absolute path) for files,
-#: uuid5(namespace, "sha256:<digest>") for in-memory images.
-ID_NAMESPACE = uuid.UUID("5b0f7a52-6a43-4a8e-9a77-3c1f6b2d9e41")
-
-#: Decoded images are shrunk to this longest side before CLIP's own resize: CLIP sees
-#: 224 px, and a chunk of 12000x9000 decodes would not fit in memory.
-
-_RESERVED = {"id", "vector", *BUILTIN_FIELDS}
 EXIF_ORIENTATION = 0x0112
-
-
-def image_node_id(path: str | os.PathLike[str]) -> str:
-    """The deterministic node id of an image file (from its absolute path)."""
-    return str(uuid.uuid5(ID_NAMESPACE, os.path.abspath(os.fspath(path))))
-
-
-def bytes_node_id(digest: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, f"sha256:{digest}"))
-
-
-def printable_path(path: str | os.PathLike[str]) -> str:
-    """A path as valid text: undecodable bytes of a file name become ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _unstorable_path(path: str) -> str | None:
-    """Why this path cannot be a row (Milvus keeps paths as UTF-8 text), or None."""
-    try:
-        size = len(path.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "the file name is not valid UTF-8; rename the file to index it"
-    if size > MAX_PATH_BYTES:
-        return f"the path is longer than {MAX_PATH_BYTES} bytes; move the file to a shorter path"
-    return None
-
-
-def _metadata_problem(metadata: dict[str, Any]) -> str | None:
-    """Why these metadata cannot be stored as given (Milvus would refuse the whole chunk,
-    or one key would overwrite another), naming the key and the fix; or None."""
-    for key, value in metadata.items():
-        if key.startswith("$"):
-            return f"metadata key {key!r}: Milvus reserves names starting with '$'; rename it"
-        if key in _RESERVED and f"meta_{key}" in metadata:
-            return (
-                f"metadata keys {key!r} and 'meta_{key}' would both be stored as "
-                f"'meta_{key}' ({key!r} is a built-in field); rename one"
-            )
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, int) and not isinstance(item, bool):
-                if not -(2**63) <= item < 2**63:
-                    return f"metadata {key!r}: {item} does not fit in 64 bits; store it as a string"
-            elif isinstance(item, str):
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    return f"metadata {key!r} is not valid UTF-8 text; fix or drop that value"
-    return None
-
-
-@dataclass(frozen=True)
-class IngestFailure:
-    path: str
-    reason: str
-
-
-@dataclass
-class IngestReport:
-    """What one ingestion run did. ``failed`` items are retried by the next run."""
-
-    indexed: int = 0
-    unchanged: int = 0
-    reused: int = 0
-    removed: int = 0
-    seen: int = 0
-    forward_passes: int = 0
-    failed: list[IngestFailure] = field(default_factory=list)
-    seconds: float = 0.0
-    #: The captioning stage of :class:`ClipHybridPack` (None when captions are off).
-    captions: CaptionReport | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["captions"] = self.captions.to_dict() if self.captions is not None else None
-        return out
 
 
 @dataclass
@@ -290,40 +198,36 @@ class ImageIngestor:
                 )
         for path in discover_images(paths, recursive=recursive):
             report.seen += 1
-            problem = _unstorable_path(str(path))
+            problem = unstorable_path(str(path))
             if problem:
                 report.failed.append(IngestFailure(printable_path(path), problem))
                 continue
             yield _Item(id=image_node_id(path), path=str(path))
 
     def _from_node(self, node: ImageNode | ImageDocument, report: IngestReport) -> _Item | None:
-        metadata = {k: v for k, v in node.metadata.items() if _storable(v)}
-        path = node.image_path or node.metadata.get("file_path")
-        problem = _metadata_problem(metadata)
-        if problem:
-            report.failed.append(
-                IngestFailure(printable_path(path) if path else node.node_id, problem)
+        metadata = {k: v for k, v in node.metadata.items() if storable(v)}
+        try:
+            source = node_source(
+                node,
+                url_refusal="image_url is not fetched; download the file and pass its path",
             )
+        except ImageSourceError as exc:
+            report.failed.append(IngestFailure(node.node_id, exc.reason))
             return None
-        if path:
-            problem = _unstorable_path(os.path.abspath(path))
+        label = printable_path(source.path) if source.path else node.node_id
+        problem = metadata_problem(metadata)
+        if problem:
+            report.failed.append(IngestFailure(label, problem))
+            return None
+        if source.path:
+            problem = unstorable_path(source.path)
             if problem:
-                report.failed.append(IngestFailure(printable_path(path), problem))
+                report.failed.append(IngestFailure(label, problem))
                 return None
-            return _Item(id=image_node_id(path), path=os.path.abspath(path), metadata=metadata)
-        if node.image:
-            try:
-                data = base64.b64decode(node.image, validate=False)
-            except (binascii.Error, ValueError):
-                report.failed.append(IngestFailure(node.node_id, "image field is not base64"))
-                return None
-            digest = hashlib.sha256(data).hexdigest()
-            return _Item(id=bytes_node_id(digest), path="", data=data, metadata=metadata)
-        reason = "image_url is not fetched; download the file and pass its path"
-        if not node.image_url:
-            reason = "node has no image_path, image or image_url"
-        report.failed.append(IngestFailure(node.node_id, reason))
-        return None
+            return _Item(id=image_node_id(source.path), path=source.path, metadata=metadata)
+        assert source.data is not None
+        digest = hashlib.sha256(source.data).hexdigest()
+        return _Item(id=bytes_node_id(digest), path="", data=source.data, metadata=metadata)
 
     def _classify(self, batch: list[_Item], report: IngestReport) -> _Chunk:
         """Hash each item, skip unchanged ones, reuse vectors of known bytes."""
@@ -357,7 +261,7 @@ class ImageIngestor:
             same_bytes = row.get("sha256") == item.sha256
             # Metadata given with a node replace the stored ones (its vector is reused);
             # an image given without metadata (a file in a folder) keeps what it has.
-            if same_bytes and (not item.metadata or _user_fields(row) == _stored_form(item)):
+            if same_bytes and (not item.metadata or user_fields(row) == stored_form(item.metadata)):
                 report.unchanged += 1
             else:
                 todo.append(item)
@@ -380,7 +284,6 @@ class ImageIngestor:
                 report.failed.append(IngestFailure(item.path or item.id, exc.reason))
                 continue
             item.width, item.height = img.info.get("source_size", img.size)
-            img = working_image(img)
             if isinstance(self.embed_model, FastClipEmbedding):
                 # 224 x 224 now: the chunk waiting for the model holds ~150 KB per image
                 # instead of a decoded photo (up to 3 MB at the working size).
@@ -390,18 +293,10 @@ class ImageIngestor:
         return out
 
     def _open(self, item: _Item) -> Image.Image:
+        """The image at the working size (THE decoder, the same for files and bytes)."""
         if item.data is None:
             return open_working_image(item.path, max_pixels=self.max_pixels)
-        try:
-            with Image.open(io.BytesIO(item.data)) as img:
-                if img.size[0] * img.size[1] > self.max_pixels:
-                    raise ImageLoadError(item.id, "decompression bomb")
-                img.load()
-                return to_rgb(img)
-        except ImageLoadError:
-            raise
-        except Exception as exc:
-            raise ImageLoadError(item.id, f"not a readable image ({exc})") from exc
+        return open_working_image(item.data, max_pixels=self.max_pixels, name=item.id)
 
     def _write(self, chunk: _Chunk, report: IngestReport) -> None:
         assert chunk.decoded is not None
@@ -411,7 +306,8 @@ class ImageIngestor:
             if not self._dim_checked:  # raises if the collection holds other vectors
                 self.store.ensure(dim=len(vectors[0]), model=self.embed_model.model_name)
                 self._dim_checked = True
-            report.forward_passes += len(decoded)
+            if not isinstance(self.embed_model, NoClipEmbedding):  # the placeholder runs no model
+                report.forward_passes += len(decoded)
             for (item, _), vector in zip(decoded, vectors, strict=True):
                 item.vector = vector
                 self._remember(item.sha256, vector)
@@ -472,7 +368,7 @@ class ImageIngestor:
 
     def _row(self, item: _Item, vector: list[float]) -> dict[str, Any]:
         folder = os.path.dirname(item.path) if item.path else ""
-        row: dict[str, Any] = _stored_form(item)
+        row: dict[str, Any] = stored_form(item.metadata)
         row.update(
             id=item.id,
             vector=vector,
@@ -515,16 +411,6 @@ class ImageIngestor:
         return tqdm(desc="images", unit="img")
 
 
-def _stored_form(item: _Item) -> dict[str, Any]:
-    """An item's metadata as its row stores them (a built-in field's name gets ``meta_``)."""
-    return {f"meta_{k}" if k in _RESERVED else k: v for k, v in item.metadata.items()}
-
-
-def _user_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """The stored metadata of a row read with ``["sha256", "$meta"]``."""
-    return {k: v for k, v in row.items() if k not in ("id", "sha256")}
-
-
 def _is_dir(item: Any) -> bool:
     return isinstance(item, (str, os.PathLike)) and Path(item).expanduser().is_dir()
 
@@ -533,9 +419,3 @@ def _folder(item: str | os.PathLike[str]) -> str:
     """A folder input as the absolute path its files are stored under (``~`` expanded,
     as :func:`discover_images` expands it)."""
     return os.path.abspath(os.path.expanduser(os.fspath(item)))
-
-
-def _storable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) or (
-        isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
-    )

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from ..options import DEFAULT_CAPTION_COLLECTION
 from .collection import CollectionMismatchError, IndexConfig, Schema, VectorCollection
 from .images import ImageStore
-
-DEFAULT_CAPTION_COLLECTION = "captions"
 
 #: Fields every caption row has (besides id and vector).
 CAPTION_FIELDS = ("text", "sha256", "cache_key", "captioner", "path")

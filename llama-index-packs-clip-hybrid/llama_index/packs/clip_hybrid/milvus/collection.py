@@ -14,10 +14,15 @@ from typing import Any
 
 from .._compat import milvus_lite_reads
 from .._util import chunks
+from ..options import ClipHybridError
 from .database import MilvusDatabase
 
 #: The collection property that names the model of its vectors.
 MODEL_PROPERTY = "clip_hybrid.embed_model"
+
+#: The vector of a row that has none of its own (images without CLIP, captions without
+#: an embedder): Milvus needs a vector field, and a constant one is never searched.
+PLACEHOLDER = [1.0, 0.0]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class StoredHit:
     fields: dict[str, Any]
 
 
-class CollectionMismatchError(ValueError):
+class CollectionMismatchError(ClipHybridError, ValueError):
     """An existing collection was made for other vectors (dimension, metric or model)."""
 
 
@@ -148,7 +153,7 @@ class VectorCollection:
                 raise CollectionMismatchError(
                     f"Collection {name!r} at {self.uri} holds {have_dim}-dim vectors with "
                     f"metric {metric}, but this model makes {dim}-dim vectors for COSINE; "
-                    "pass another collection_name, or overwrite=True to drop it (its data "
+                    "pass another {collection_name}, or {overwrite=True} to drop it (its data "
                     "is lost)."
                 )
             self.check_model(model)
@@ -177,8 +182,9 @@ class VectorCollection:
             raise CollectionMismatchError(
                 f"Collection {self.collection_name!r} at {self.uri} was built with the model "
                 f"{recorded!r}, but this uses {model!r}: vectors of two models are not "
-                "comparable; use the same model, another collection_name, or overwrite=True "
-                "to rebuild (its data is lost)."
+                f"comparable; search with {{clip_model={recorded}}} (or leave it out: the "
+                "index's model is the default), use another {collection_name}, or "
+                "{overwrite=True} to rebuild (its data is lost)."
             )
 
     def open_existing(self) -> bool:

@@ -7,10 +7,7 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from .._compat import milvus_lite_reads
 from .locking import LockedClient, ReadWriteLock, database_lock
-
-DEFAULT_URI = "./clip_hybrid.db"
 
 #: pymilvus pings its server every 10 s even when idle; Milvus Lite's in-process server
 #: answers a stream of pings with "GOAWAY too_many_pings", which gRPC logs. A server in
@@ -125,6 +122,8 @@ class MilvusDatabase:
         if not self.is_local:
             return None
         _ = self.client  # connecting starts this process's Lite server for the path
+        from .._compat import milvus_lite_reads
+
         return milvus_lite_reads.collection(self.uri, name)
 
     def close(self) -> None:

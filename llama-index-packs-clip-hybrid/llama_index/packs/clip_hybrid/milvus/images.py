@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..options import DEFAULT_COLLECTION, DEFAULT_URI
 from .collection import IndexConfig, Schema, VectorCollection, _literal
-from .database import DEFAULT_URI, MilvusDatabase
-
-DEFAULT_COLLECTION = "images"
+from .database import MilvusDatabase
 
 #: Fixed fields; anything else a user puts in metadata goes to Milvus' dynamic field.
 BUILTIN_FIELDS = ("path", "sha256", "folder", "category", "width", "height", "size", "mtime")

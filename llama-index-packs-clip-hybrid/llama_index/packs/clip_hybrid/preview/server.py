@@ -242,15 +242,18 @@ class PreviewApp:
         pack = self.pack
         out: dict[str, Any] = {"mode": mode, "query": label, "filtered": [], "branches": []}
         if mode == "hybrid":
-            hits = pack.retrieve(query, mode="hybrid", similarity_top_k=top_k)
-            out["branches"] = pack.last_branches
+            result = pack.search(query, mode="hybrid", similarity_top_k=top_k)
+            hits = result.hits
+            out["branches"] = result.branches
+            out["failed_branches"] = result.failed_branches
             out["terms"] = _terms(query) if isinstance(query, str) else []
         else:
             if mode == "text":  # one CLIP forward for both the search and the map marker
                 vector = pack.embed_model.get_query_embedding(query)
                 out["query_point"] = self._project(vector)
                 query = QueryBundle(query_str=query, embedding=vector)
-            hits, report = pack.search(query, mode=mode, similarity_top_k=top_k, keep_self_hit=keep)
+            result = pack.search(query, mode=mode, similarity_top_k=top_k, keep_self_hit=keep)
+            hits, report = result.hits, result.self_hits
             for dropped in report.dropped if report else []:
                 out["filtered"].append(
                     {

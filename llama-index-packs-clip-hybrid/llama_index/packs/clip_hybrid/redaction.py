@@ -1,12 +1,70 @@
-"""Secrets out of text: anything that looks like an API key in a message or log line."""
+"""Secrets out of text: the keys this process knows, and anything shaped like an API key.
+
+Every message the package prints or logs passes through :func:`redact`: exception
+messages on the command line, log records of the package's loggers (:func:`package_logger`),
+hybrid branch failures, the preview page's errors. A service's error can echo the key it
+was sent (some proxies do): known keys (given to a client, or in the usual environment
+variables) are replaced wherever they appear, and key-shaped strings besides.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import threading
 
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+|api[_-]?key=\S+)", re.I)
+MASK = "***"
+#: Environment variables whose values are secrets.
+SECRET_VARIABLES = ("OPENAI_API_KEY", "DASHSCOPE_API_KEY", "MILVUS_TOKEN")
+#: Shorter values are not treated as secrets (they would mask ordinary words).
+MIN_SECRET_LENGTH = 8
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (an API key, a token) so that :func:`redact` hides it."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        with _lock:
+            _known.add(value)
 
 
 def redact(text: str) -> str:
-    """``text`` with anything that looks like an API key replaced by ``***``."""
-    return _KEY_PATTERN.sub("***", text)
+    """``text`` with every known secret and anything that looks like an API key masked."""
+    with _lock:
+        known = set(_known)
+    known.update(v for name in SECRET_VARIABLES if len(v := os.environ.get(name, "")) >= 8)
+    for secret in sorted(known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _KEY_PATTERN.sub(MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a log record's message and its exception text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def package_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with the redacting filter (a logger's filters see only
+    the records logged on it: every module of the package takes its logger here)."""
+    log = logging.getLogger(name)
+    if _FILTER not in log.filters:
+        log.addFilter(_FILTER)
+    return log

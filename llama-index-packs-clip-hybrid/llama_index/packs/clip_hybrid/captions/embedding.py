@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-logger = logging.getLogger(__name__)
+from ..redaction import package_logger, register_secret
+
+logger = package_logger(__name__)
 
 #: OpenAI's 1536-dim model (LlamaIndex's OpenAIEmbedding defaults to ada-002: always pass it).
 OPENAI_CAPTION_EMBED_MODEL = "text-embedding-3-small"
@@ -97,7 +98,14 @@ def openai_caption_embedding(**kwargs: Any) -> BaseEmbedding:
         or os.environ.get("OPENAI_BASE_URL")
         or os.environ.get("OPENAI_API_BASE")
     )
-    kwargs.setdefault("max_retries", 6)
+    register_secret(key)
+    # LlamaIndex retries the OpenAI client, which retries too: with its default of 10 and
+    # the client's 60 s timeout, an unreachable endpoint held a hybrid search for over a
+    # minute before the branch was reported failed. Two of each, 20 s per call: a busy
+    # API still gets retried (ingestion adds its own retries, indexer.EMBED_RETRIES),
+    # a dead one is given up on in seconds.
+    kwargs.setdefault("max_retries", 2)
+    kwargs.setdefault("timeout", 20.0)
     kwargs.setdefault("embed_batch_size", 100)
     return RedactedOpenAIEmbedding(  # type: ignore[call-arg]  # its __init__ takes model
         model=OPENAI_CAPTION_EMBED_MODEL, api_key=key, api_base=base, **kwargs

@@ -11,6 +11,7 @@ from PIL import Image
 
 from .._compat.openai_event_loop import forget_client_of_closed_loop
 from ..images.decode import DEFAULT_MAX_PIXELS, ImageLoadError, open_image, probe_image
+from ..redaction import register_secret
 from .base import (
     DEFAULT_CAPTION_PROMPT,
     Caption,
@@ -84,6 +85,7 @@ class LLMCaptioner(Captioner):
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
             raise ValueError("The OpenAI captioner needs OPENAI_API_KEY (or api_key=...).")
+        register_secret(key)
         base = api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
         llm = RedactedOpenAI(
             model=model,
@@ -115,6 +117,7 @@ class LLMCaptioner(Captioner):
         key = api_key or os.environ.get("DASHSCOPE_API_KEY")
         if not key:
             raise ValueError("The DashScope captioner needs DASHSCOPE_API_KEY (or api_key=...).")
+        register_secret(key)
         base = api_base or os.environ.get("DASHSCOPE_BASE_URL") or DASHSCOPE_COMPATIBLE_BASE_URL
         llm = RedactedOpenAILike(
             model=model,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,10 +35,10 @@ from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ..options import DEFAULT_RRF_K, check_rrf_k, check_weights
-from ..redaction import redact
+from ..redaction import package_logger, redact
 from .nodes import HYBRID_METADATA_KEY
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 #: The failed branches of the fusion running in this context: name -> exception.
 _FAILURES: contextvars.ContextVar[dict[str, BaseException] | None] = contextvars.ContextVar(

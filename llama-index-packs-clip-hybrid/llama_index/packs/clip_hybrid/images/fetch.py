@@ -2,10 +2,16 @@
 
 Image URLs are fetched only when a user allows it (``allow_image_urls=True``), and then
 never from loopback, private, link-local (cloud metadata at 169.254.169.254), shared,
-multicast or reserved addresses. The check is made on the address each connection actually
-uses (the host is resolved once, checked, and that address is dialled), so a redirect or a
-DNS answer that changes between check and connect cannot reach an internal service.
-Environment proxies are ignored: a proxy would be the host we connect to.
+multicast or reserved addresses, nor from IPv6 ranges that reach IPv4 hosts (NAT64
+``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo ``2001::/32``) or site-local ``fec0::/10``.
+The check is made on the address each connection actually uses (the host is resolved
+once, checked, and that address is dialled), so a redirect or a DNS answer that changes
+between check and connect cannot reach an internal service.
+
+Only http and https are spoken: the opener has no FTP, file or data handler (urllib's
+default one has them all), and a redirect anywhere but http(s) is refused, so a public
+server cannot bounce the fetch to ``ftp://127.0.0.1/...``. Environment proxies are
+ignored: a proxy would be the host we connect to.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import http.client
 import ipaddress
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +30,22 @@ class UrlRefusedError(ValueError):
     """A URL that may not be fetched; the message says why."""
 
 
+#: IPv6 ranges that lead to IPv4 hosts or are not globally unique (Python's is_global
+#: counts some of them as global).
+_NOT_PUBLIC_V6 = tuple(
+    ipaddress.ip_network(net)
+    for net in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "fec0::/10")
+)
+
+
 def is_public_address(address: str) -> bool:
     """True for a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif any(ip in net for net in _NOT_PUBLIC_V6):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -90,8 +108,35 @@ def _opener(allow: Callable[[str], bool]) -> urllib.request.OpenerDirector:
         def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
             return self.do_open(HttpsConnection, req, context=self._context)  # type: ignore[attr-defined]
 
-    # No proxies from the environment: the proxy would be the host we connect to.
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), Http, Https)
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        """Follows redirects to http(s) only (urllib's own follows ftp:// too)."""
+
+        def http_error_302(
+            self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+        ) -> Any:
+            location = headers.get("location") or headers.get("uri") or ""
+            target = urllib.parse.urljoin(req.full_url, location)
+            if not target.lower().startswith(("http://", "https://")):
+                raise UrlRefusedError(
+                    f"the server redirected to {target[:60]!r}: only http and https are followed"
+                )
+            return super().http_error_302(req, fp, code, msg, headers)
+
+        http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    # Built by hand, not with build_opener: that adds FTP, file and data handlers. No
+    # proxies from the environment: the proxy would be the host we connect to.
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler({}),
+        Http(),
+        Https(),
+        Redirects(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 def fetch_public_url(

@@ -1,16 +1,12 @@
-"""OpenAI- and DashScope-compatible HTTP stubs on 127.0.0.1 for tests.
+"""An OpenAI-compatible HTTP stub on 127.0.0.1 (OpenAI, DashScope's compatible mode) for tests.
 
 The real ``openai`` client (and anything built on it, like LlamaIndex's OpenAI LLM and
 embedding) talks to :class:`ApiStub` as it would to the paid API: set
 ``base_url=stub.openai_base_url``. The stub records every request and can be told to
 answer 429 (with Retry-After), 500, 401, malformed JSON, or to stall past a timeout.
 
-Routes:
-    POST /v1/chat/completions                                  OpenAI chat (image parts)
-    POST /v1/embeddings                                        OpenAI embeddings
-    POST /compatible-mode/v1/chat/completions                  DashScope, OpenAI-compatible
-    POST /compatible-mode/v1/embeddings
-    POST /api/v1/services/aigc/multimodal-generation/generation   DashScope native
+Routes: ``POST /v1/chat/completions`` (image parts), ``POST /v1/embeddings``, and both under
+``/compatible-mode/v1/`` (DashScope's OpenAI-compatible mode).
 
 Example:
     >>> with ApiStub() as stub:  # doctest: +SKIP
@@ -49,11 +45,9 @@ class RecordedRequest:
 
     @property
     def image_urls(self) -> list[str]:
-        """Image references in an OpenAI-style or DashScope-style message body."""
+        """Image references in an OpenAI-style message body."""
         found: list[str] = []
-        messages = []
-        if isinstance(self.body, dict):
-            messages = self.body.get("messages") or self.body.get("input", {}).get("messages", [])
+        messages: list[Any] = self.body.get("messages") or [] if isinstance(self.body, dict) else []
         for message in messages:
             content = message.get("content")
             if not isinstance(content, list):
@@ -61,8 +55,6 @@ class RecordedRequest:
             for part in content:
                 if part.get("type") == "image_url":
                     found.append(part["image_url"]["url"])
-                elif "image" in part:
-                    found.append(part["image"])
         return found
 
 
@@ -192,10 +184,6 @@ class ApiStub:
     def dashscope_compatible_base_url(self) -> str:
         return f"{self.url}/compatible-mode/v1"
 
-    @property
-    def dashscope_native_base_url(self) -> str:
-        return f"{self.url}/api/v1"
-
     # -- control -----------------------------------------------------------------------
 
     def fail_next(
@@ -308,7 +296,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, request: RecordedRequest, fault: Fault | None) -> None:
         state = self.state
-        native = request.path.startswith("/api/v1/")
         if state.latency:
             time.sleep(state.latency)
         if fault is not None and fault.stall:
@@ -316,7 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
         if state.expected_key is not None:
             auth = request.headers.get("authorization", "")
             if auth != f"Bearer {state.expected_key}":
-                return self._error(401, "invalid_api_key", "Incorrect API key provided.", native)
+                shown = auth.removeprefix("Bearer ")  # echoed, as some proxies do
+                return self._error(401, "invalid_api_key", f"Incorrect API key provided: {shown}")
         if fault is not None and fault.reset:
             # SO_LINGER 0: close() sends RST, the client sees "connection reset by peer"
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -330,14 +318,12 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 headers["Retry-After"] = f"{fault.retry_after:g}"
             code = fault.code or ("rate_limit_exceeded" if fault.status == 429 else "server_error")
-            return self._error(fault.status, code, f"Injected {fault.status}.", native, headers)
+            return self._error(fault.status, code, f"Injected {fault.status}.", headers)
         if request.path.endswith("/chat/completions"):
             return self._chat(request)
         if request.path.endswith("/embeddings"):
             return self._embeddings(request)
-        if request.path.endswith("/multimodal-generation/generation"):
-            return self._dashscope_native(request)
-        return self._error(404, "not_found", f"No route {request.path}.", native)
+        return self._error(404, "not_found", f"No route {request.path}.")
 
     # -- responses ---------------------------------------------------------------------
 
@@ -388,40 +374,14 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _dashscope_native(self, request: RecordedRequest) -> None:
-        text = self.state.caption(request)
-        self._json(
-            200,
-            {
-                "output": {
-                    "choices": [
-                        {
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": [{"text": text}]},
-                        }
-                    ]
-                },
-                "usage": {"input_tokens": 1200, "output_tokens": len(text), "image_tokens": 1100},
-                "request_id": str(uuid.uuid4()),
-            },
-        )
-
     def _error(
         self,
         status: int,
         code: str,
         message: str,
-        native: bool,
         headers: dict[str, str] | None = None,
     ) -> None:
-        if native:
-            payload: dict[str, Any] = {
-                "code": code,
-                "message": message,
-                "request_id": str(uuid.uuid4()),
-            }
-        else:
-            payload = {"error": {"message": message, "type": code, "param": None, "code": code}}
+        payload = {"error": {"message": message, "type": code, "param": None, "code": code}}
         self._json(status, payload, headers or {})
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:

@@ -268,6 +268,10 @@ def test_page_in_a_real_browser(server, image_dir, tmp_path) -> None:
             assert stats["categories"] == len(categories)
             painted = page.evaluate(_PAINTED_PIXELS)
             assert painted > n * 4  # the points are really on the canvas, not just counted
+            # term marks are placed on the text, then escaped once: the caption reads as
+            # it was, whatever it holds (no "<mark>diagrammark>", no "&amp;amp;")
+            marked = page.evaluate(_MARKED, ["A diagram & <b>mark</b>", ["diagram", "mark", "b"]])
+            assert marked == ["A diagram & <b>mark</b>", ["diagram", "b", "mark", "b"]]
 
             # text -> image: the list equals the API's, and a query marker is drawn
             page.fill("#query", "a bar chart")
@@ -339,6 +343,12 @@ _FIRST_POINT = """(() => {
   }).map((p) => p.id);
   return [box.left + x, box.top + y, near];
 })()"""
+
+_MARKED = """([text, terms]) => {
+  const box = document.createElement('div');
+  box.innerHTML = mark(text, terms);
+  return [box.textContent, [...box.querySelectorAll('mark')].map((m) => m.textContent)];
+}"""
 
 _PAINTED_PIXELS = """(() => {
   const c = document.querySelector('#map canvas');

@@ -1,11 +1,13 @@
 """The preview page: the shared CLIP space on a map, searched by text, image or both."""
 
+from .app import PreviewApp
+from .http import PreviewServer, make_server, serve
 from .projection import PROJECTIONS, Projection, UmapProjection, fit_projection
-from .server import PreviewApp, make_server, serve
 
 __all__ = [
     "PROJECTIONS",
     "PreviewApp",
+    "PreviewServer",
     "Projection",
     "UmapProjection",
     "fit_projection",

@@ -8,14 +8,15 @@ modality gap of text queries does not show on a UMAP map.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from ..redaction import package_logger
+
+logger = package_logger(__name__)
 
 PROJECTIONS = ("pca", "umap")
 UMAP_MIN_POINTS = 4  # fewer images than this get the PCA map (UMAP needs neighbours)

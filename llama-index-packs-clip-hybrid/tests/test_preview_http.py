@@ -1,0 +1,234 @@
+"""The preview's HTTP layer under hostile and unlucky clients, on 127.0.0.1 (real sockets)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.packs.clip_hybrid import ClipHybridPack
+from llama_index.packs.clip_hybrid.preview import PreviewApp, PreviewServer
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, sample_images, fast_clip) -> Path:  # type: ignore[no-untyped-def]
+    """An index with OCR-like captions (a table captioner), built once for the module."""
+    root = tmp_path_factory.mktemp("preview-http")
+    images = root / "images"
+    for sample in sample_images:
+        target = images / sample.kind / sample.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample.path, target)
+    big = images / "big" / "big.png"
+    big.parent.mkdir()
+    Image.new("RGB", (5000, 4000), "teal").save(big)
+    table = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): f"Text: {p.parent.name} diagram & <b>"
+        for p in images.rglob("*.png")
+    }
+    from llama_index.packs.clip_hybrid.captions.base import Captioner
+
+    class Table(Captioner):
+        name = "table"
+        empty_is_failure = False
+
+        async def acaption(self, image, *, timeout):  # type: ignore[no-untyped-def]
+            from llama_index.packs.clip_hybrid import Caption
+
+            return Caption(table.get(image.sha256, ""))
+
+    db = root / "index.db"
+    with ClipHybridPack(
+        uri=str(db),
+        embed_model=fast_clip,
+        captioner=Table(),
+        caption_embed=MockEmbedding(embed_dim=8),
+        show_progress=False,
+    ) as pack:
+        pack.ingest(images)
+    return db
+
+
+@pytest.fixture
+def running(indexed, fast_clip):  # type: ignore[no-untyped-def]
+    """A freshly started server (nothing warmed) over the index, and its URL."""
+    pack = ClipHybridPack(
+        uri=str(indexed), embed_model=fast_clip, caption_embed=MockEmbedding(embed_dim=8)
+    )
+    server = PreviewServer(PreviewApp(pack), "127.0.0.1", 0, (), channel_timeout=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    pack.close()
+
+
+def _call(url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})} if data else headers or {}
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as res:
+            return res.status, res.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _raw(server: PreviewServer, payload: bytes, *, wait: float = 10) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=wait) as conn:
+        conn.sendall(payload)
+        chunks = []
+        try:
+            while data := conn.recv(65536):
+                chunks.append(data)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+def test_a_fresh_server_answers_its_first_searches(running) -> None:
+    """No search is the first to open the collections: text, image and hybrid work at once
+    (a fresh server used to answer 500, 'collection is in state released')."""
+    _, url = running
+    text = _call(url + "/api/search", {"mode": "text", "query": "a chart"})
+    assert text[0] == 200, text
+    hybrid = _call(url + "/api/search", {"mode": "hybrid", "query": "diagram"})
+    assert hybrid[0] == 200 and json.loads(hybrid[1])["branches"], hybrid
+    first = json.loads(text[1])["results"][0]["id"]
+    assert _call(url + "/api/search", {"mode": "image", "image_id": first})[0] == 200
+
+
+def test_only_this_servers_host_names_are_served(running) -> None:
+    server, url = running
+    port = server.server_address[1]
+    assert _call(url + "/api/status")[0] == 200
+    for host in (f"127.0.0.1:{port}", "localhost", f"localhost:{port}"):
+        assert _call(url + "/api/status", headers={"Host": host})[0] == 200
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
+        status, body = _call(url + "/api/status", headers={"Host": host})
+        assert status == 421 and b"own address" in body
+
+
+def test_cross_origin_writes_are_refused(running) -> None:
+    server, url = running
+    query = json.dumps({"mode": "text", "query": "x"}).encode()
+    plain = _call(url + "/api/search", query, {"Content-Type": "text/plain"})
+    form = _call(url + "/api/search", query, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert plain[0] == form[0] == 415
+    other = _call(url + "/api/search", query, {"Origin": "http://evil.example"})
+    assert other[0] == 403
+    own = _call(
+        url + "/api/search", query, {"Origin": f"http://127.0.0.1:{server.server_address[1]}"}
+    )
+    assert own[0] == 200
+
+
+def test_stalled_and_half_sent_requests_hold_no_thread_and_time_out(running) -> None:
+    """Twenty clients that promise a body and send a few bytes: the server's threads do
+    not grow, others are served meanwhile, and the stalled ones are closed (timeout)."""
+    server, url = running
+    _call(url + "/api/status")  # the worker threads exist
+    before = threading.active_count()
+    stalled = []
+    for _ in range(20):
+        conn = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10)
+        conn.sendall(
+            b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            b'\r\nContent-Length: 1000\r\n\r\n{"mode":'
+        )
+        stalled.append(conn)
+    started = time.monotonic()
+    assert _call(url + "/api/status")[0] == 200
+    assert time.monotonic() - started < 5
+    assert threading.active_count() <= before + 1
+    time.sleep(4)  # past the 2 s channel timeout (and waitress' cleanup interval)
+    closed = 0
+    for conn in stalled:
+        conn.settimeout(10)
+        try:
+            closed += conn.recv(4096) == b""
+        except OSError:
+            closed += 1
+        conn.close()
+    assert closed == 20
+
+
+def test_a_chunked_body_is_one_request(running) -> None:
+    server, _ = running
+    body = json.dumps({"mode": "text", "query": "a chart", "top_k": 2}).encode()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:9], body[9:]))
+    reply = _raw(
+        server,
+        b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked + b"0\r\n\r\n",
+    )
+    assert reply.count(b"HTTP/1.1 ") == 1 and reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert len(json.loads(reply.split(b"\r\n\r\n", 1)[1])["results"]) == 2
+
+
+def test_twenty_clients_at_a_fresh_server_all_get_answers(running) -> None:
+    """Twenty clients at once against a server that just started (a backlog of 1024, a
+    fixed pool of workers): every request answered, none reset."""
+    _, url = running
+    requests: list[tuple[str, Any]] = [
+        ("/api/status", None),
+        ("/api/points", None),
+        ("/api/search", {"mode": "text", "query": "a bar chart"}),
+        ("/api/search", {"mode": "hybrid", "query": "diagram 架构"}),
+    ]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(
+            pool.map(lambda i: _call(url + requests[i % 4][0], requests[i % 4][1]), range(60))
+        )
+    assert [status for status, _ in results] == [200] * 60
+
+
+def test_malformed_input_is_a_4xx_not_a_500(running, indexed) -> None:
+    _, url = running
+    first = json.loads(_call(url + "/api/search", {"mode": "text", "query": "x"})[1])["results"][0]
+    cases: list[tuple[Any, int]] = [
+        ({"mode": "image", "image_id": first["id"] + "\n"}, 400),  # `$` matched before \n
+        (b'{"mode": "text", "query": "a\\ud800b"}', 400),  # a lone surrogate
+        (b"[" * 100_000 + b"]" * 100_000, 400),  # deeper than any parser's recursion
+        (b'{"mode": "text", "query": "x", "top_k": ' + b"9" * 5000 + b"}", 400),
+        ({"mode": "text", "query": "x", "top_k": True}, 400),
+    ]
+    for body, status in cases:
+        got, text = _call(url + "/api/search", body)
+        assert got == status, (body if isinstance(body, dict) else body[:60], got, text)
+    assert _call(url + "/api/image/" + first["id"] + "%0A")[0] == 400
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, "PNG")  # 48M pixels, over the 40M upload limit
+    upload = {"mode": "image", "image_b64": base64.b64encode(buf.getvalue()).decode()}
+    got, text = _call(url + "/api/search", upload)
+    assert got == 413 and b"pixels" in text
+
+
+def test_thumbnails_are_made_once_small_and_cached(running) -> None:
+    """Four clients asking at once for the thumbnail of a 5000x4000 PNG cost one decode;
+    later requests come from the cache."""
+    server, url = running
+    points = json.loads(_call(url + "/api/points")[1])["points"]
+    big = next(p["id"] for p in points if p["name"] == "big.png")
+    made = server.app.thumbnails.made
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(pool.map(lambda _: _call(url + f"/api/image/{big}"), range(4)))
+    assert {status for status, _ in replies} == {200}
+    assert len({body for _, body in replies}) == 1
+    assert server.app.thumbnails.made == made + 1
+    with Image.open(io.BytesIO(replies[0][1])) as img:
+        assert img.format == "JPEG" and max(img.size) <= 256
+    assert _call(url + f"/api/image/{big}")[0] == 200 and server.app.thumbnails.made == made + 1

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+from llama_index.packs.clip_hybrid import ClipHybridPack, DatabaseBusyError
+from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index, CaptionText
 from llama_index.packs.clip_hybrid.milvus.images import ImageStore
 from llama_index.packs.clip_hybrid.milvus.locking import ReadWriteLock
+from llama_index.packs.clip_hybrid.testing.bad_images import make_odd_images
+from PIL import Image
 
 
 def _rows(n: int) -> list[dict[str, Any]]:
@@ -129,3 +142,57 @@ def test_lock_is_reentrant_per_thread_and_refuses_an_upgrade() -> None:
         pass
     with lock.write():  # everything above was released
         pass
+
+
+#: Rounds of the race test below; raise it to stress the fix on a loaded machine, e.g.
+#: ``CLIP_HYBRID_STRESS_ROUNDS=200 pytest -k committed_images`` beside CPU burners.
+STRESS_ROUNDS = int(os.environ.get("CLIP_HYBRID_STRESS_ROUNDS", "1"))
+
+
+@pytest.mark.parametrize("round_", range(STRESS_ROUNDS))
+def test_queries_while_an_ingestion_runs_see_only_committed_images(
+    pack, image_dir, tmp_path, round_
+) -> None:
+    import threading
+
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        pixels = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(image_dir / f"noise_{i:02d}.png")
+    total = len(list(image_dir.rglob("*.png")))
+    pack.ingestor.batch_size = 4  # many small commits
+    errors: list[BaseException] = []
+    finished = threading.Event()
+
+    def ingest() -> None:
+        try:
+            pack.ingest(image_dir)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            finished.set()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    searches, growing = 0, []
+    while not finished.is_set() or searches < 3:
+        before = pack.store.count()
+        try:
+            hits = pack.search("a photo", mode="text", similarity_top_k=5).hits
+        except ValueError:  # nothing committed yet: the named empty-index error is fine
+            assert before == 0
+            continue
+        searches += 1
+        growing.append(before)
+        assert len(hits) >= min(5, before)  # rows never disappear while ingesting
+        ids = [h.node.node_id for h in hits]
+        assert len(ids) == len(set(ids))
+        stored = pack.store.get(ids, ["path"])
+        assert set(stored) == set(ids)  # every hit is a committed row, readable now
+    writer.join(timeout=300)
+    assert errors == []
+    assert growing == sorted(growing) and any(0 < c < total for c in growing)  # mid-way too
+    assert pack.store.count() == total
+    assert len(pack.search("a photo", mode="text", similarity_top_k=5).hits) == 5

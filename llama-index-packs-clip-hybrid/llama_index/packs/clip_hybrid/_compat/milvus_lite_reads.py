@@ -18,7 +18,7 @@ with the live-row masks cached (:mod:`.milvus_lite_search`). Nothing of Milvus L
 replaced: another user of Milvus Lite in the same process (or pymilvus calls of ours)
 get stock Milvus Lite. Writes, schema changes and everything else go through pymilvus.
 Reads run under the store's lock (``milvus/locking.py``), so they never see a flush half
-done. ``tests/test_lite_direct.py`` and ``tests/test_lite_search.py`` check every read
+done. ``tests/test_milvus_lite_reads.py`` and ``tests/test_milvus_lite_search.py`` check every read
 against upstream's answer; the canaries there fail when upstream changes.
 
 It is used with milvus-lite 3.2.2 only, the version it was written and tested against;
@@ -31,15 +31,15 @@ this machine cannot reach GitHub; the report belongs at milvus-io/milvus-lite).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ..redaction import package_logger
 from .milvus_lite_search import columns_needed, read_rows, search_with_cached_masks
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 SUPPORTED_VERSIONS = ("3.2.2",)
 ENV_SWITCH = "CLIP_HYBRID_LITE_DIRECT_READS"

@@ -14,7 +14,7 @@ memtable, and a read-mostly index changes them rarely. :func:`search_with_cached
 segment's mask once per (segments, tombstones) state, exactly as upstream would, and on
 later queries goes straight to the index. Everything after the masks (the index search,
 the merge, the order of ties, the records and their projection) follows upstream's steps;
-``tests/test_lite_search.py`` checks, on collections with upserts across segments,
+``tests/test_milvus_lite_search.py`` checks, on collections with upserts across segments,
 deletes and filters, that both return the same results. With unflushed rows or deletes
 in the memtable a query runs upstream's code (the store flushes after every ingestion).
 """
@@ -90,7 +90,7 @@ def search_with_cached_masks(
     if not in_scope:
         return [[] for _ in range(nq)]
 
-    live = _live_masks(memtable, in_scope, delta_index)
+    live = live_masks(memtable, in_scope, delta_index)
     filters: dict[int, np.ndarray] = {}
     if compiled_filter is not None:
         from milvus_lite.search.indexed_filter import evaluate_segment_filter
@@ -218,9 +218,7 @@ def read_rows(
     return [rows[pick] for pick in picks]
 
 
-def _live_masks(
-    memtable: Any, segments: Sequence[Any], delta_index: Any
-) -> list[np.ndarray | None]:
+def live_masks(memtable: Any, segments: Sequence[Any], delta_index: Any) -> list[np.ndarray | None]:
     """Per segment: which rows are the newest copy of their key and not deleted.
 
     None where every row is live. Computed as upstream does, once per state.

@@ -7,19 +7,29 @@ node metadata and would return the stale caption). Only successes are stored: th
 run asks again for exactly what failed.
 
 SQLite in WAL mode: one file, safe for several threads and processes, nothing to run.
+The cache is derived data (it saves API calls, it holds nothing else): a file that SQLite
+finds damaged is moved aside with one warning and a new one is started, never an error
+that blocks indexing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from .._util import user_cache_dir
+from ..redaction import package_logger
 from .base import Caption
+
+logger = package_logger(__name__)
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
@@ -53,11 +63,50 @@ class CaptionCache:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
-        with self._lock, self._conn:
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(_SCHEMA)
+        with self._lock:
+            self._conn = self._guarded(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        try:
+            with conn:
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _guarded(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (holding the lock); when SQLite says the file is damaged ("file
+        is not a database", "database disk image is malformed": plain DatabaseError, not
+        its subclasses such as "database is locked"), move the file aside, start an empty
+        cache and run ``work`` again."""
+        try:
+            return work()
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError or self.path == ":memory:":
+                raise
+            self._move_aside(exc)
+            self._conn = self._open()
+            return work()
+
+    def _move_aside(self, exc: Exception) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+        aside = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path + suffix, aside + suffix)
+        logger.warning(
+            "The caption cache %s is damaged (%s): moved to %s and started again; "
+            "captions not in the index will be asked for again.",
+            self.path,
+            exc,
+            aside,
+        )
 
     def __repr__(self) -> str:
         return f"CaptionCache({self.path!r})"
@@ -65,8 +114,9 @@ class CaptionCache:
     def get_many(self, digests: Iterable[str], cache_key: str) -> dict[str, Caption]:
         """Cached captions for the digests that have one."""
         wanted = sorted(set(digests))
-        found: dict[str, Caption] = {}
-        with self._lock:
+
+        def read() -> dict[str, Caption]:
+            found: dict[str, Caption] = {}
             for start in range(0, len(wanted), 500):
                 part = wanted[start : start + 500]
                 marks = ",".join("?" * len(part))
@@ -77,27 +127,37 @@ class CaptionCache:
                 ).fetchall()
                 for digest, text, prompt_tokens, completion_tokens in rows:
                     found[digest] = Caption(text, prompt_tokens, completion_tokens)
-        return found
+            return found
+
+        with self._lock:
+            return self._guarded(read)
 
     def put(self, digest: str, cache_key: str, captioner: str, caption: Caption) -> None:
         """Store one caption (replacing an older one for the same key)."""
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    digest,
-                    cache_key,
-                    captioner,
-                    caption.text,
-                    caption.prompt_tokens,
-                    caption.completion_tokens,
-                    time.time(),
-                ),
-            )
+        row = (
+            digest,
+            cache_key,
+            captioner,
+            caption.text,
+            caption.prompt_tokens,
+            caption.completion_tokens,
+            time.time(),
+        )
+
+        def write() -> None:
+            with self._conn:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?, ?, ?)", row
+                )
+
+        with self._lock:
+            self._guarded(write)
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM captions").fetchone()[0])
+            return self._guarded(
+                lambda: int(self._conn.execute("SELECT count(*) FROM captions").fetchone()[0])
+            )
 
     def close(self) -> None:
         with self._lock:

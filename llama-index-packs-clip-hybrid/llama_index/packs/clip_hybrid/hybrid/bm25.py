@@ -27,9 +27,10 @@ import numpy as np
 
 from .._util import user_cache_dir
 from ..milvus.captions import CaptionStore
+from ..redaction import package_logger
 from .tokens import TOKENIZER_SETTINGS, tokenize
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 SETTINGS_FILE = "clip_hybrid_bm25.json"
 #: Tokens are already segmented: split on whitespace only, stem nothing more.
@@ -178,23 +179,42 @@ class CaptionBM25Index:
             folder = previous  # a crash between persist()'s two renames: the last good one
         try:
             settings = json.loads((folder / SETTINGS_FILE).read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return None
-        if settings.get("tokenizer") != TOKENIZER_SETTINGS:
+        except (OSError, ValueError) as exc:
+            _log_damage(folder, exc)
+            return None
+        if not isinstance(settings, dict) or settings.get("tokenizer") != TOKENIZER_SETTINGS:
             logger.info("BM25 index at %s was built with other tokenizer settings.", folder)
             return None
-        retriever = None
-        if any(settings["segmented"].values()):
-            from llama_index.retrievers.bm25 import BM25Retriever
+        try:
+            retriever = None
+            if any(settings["segmented"].values()):
+                from llama_index.retrievers.bm25 import BM25Retriever
 
-            retriever = BM25Retriever.from_persist_dir(str(folder), show_progress=False)
-            # Workaround: llama-index-retrievers-bm25 0.8.0 persists neither token_pattern
-            # nor skip_stemming (only similarity_top_k and the stemmer language), so a
-            # loaded retriever would re-tokenize queries with its defaults ("\w\w+" and
-            # English stemming). Set them back; tests/test_hybrid.py shows the upstream loss.
-            retriever.token_pattern = settings["token_pattern"]
-            retriever.skip_stemming = settings["skip_stemming"]
-        return cls(retriever, dict(settings["stamps"]), dict(settings["segmented"]))
+                retriever = BM25Retriever.from_persist_dir(str(folder), show_progress=False)
+                # Workaround: llama-index-retrievers-bm25 0.8.0 persists neither
+                # token_pattern nor skip_stemming (only similarity_top_k and the stemmer
+                # language), so a loaded retriever would re-tokenize queries with its
+                # defaults ("\w\w+" and English stemming). Set them back;
+                # tests/test_hybrid.py shows the upstream loss.
+                retriever.token_pattern = settings["token_pattern"]
+                retriever.skip_stemming = settings["skip_stemming"]
+            return cls(retriever, dict(settings["stamps"]), dict(settings["segmented"]))
+        except Exception as exc:  # whatever a damaged pickle, array or JSON raises
+            _log_damage(folder, exc)
+            return None
+
+
+def _log_damage(folder: Path, exc: Exception) -> None:
+    """A BM25 folder that cannot be loaded is derived data: say so once, rebuild it."""
+    logger.warning(
+        "The BM25 index at %s cannot be loaded (%s: %s); it is rebuilt from the captions.",
+        folder,
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+    return None
 
 
 def _quiet_bm25s() -> None:

@@ -3,39 +3,48 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 import os
 import stat
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageDocument, ImageNode
 from PIL import Image
 
-from .._util import chunks, unit_vector
+from .._util import chunks
 from ..clip.embedding import FastClipEmbedding
 from ..clip.no_clip import NoClipEmbedding
-from ..images.decode import DEFAULT_MAX_PIXELS, ImageLoadError, open_working_image
+from ..images.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    displayed_size,
+    open_working_image,
+)
 from ..images.discovery import bytes_node_id, discover_images, image_node_id, printable_path
 from ..images.sources import ImageSourceError, file_sha256, node_source
 from ..memory import release_free_memory
 from ..milvus.collection import PLACEHOLDER
 from ..milvus.images import ImageStore
+from ..redaction import package_logger
 from .report import IngestFailure, IngestReport
-from .rows import metadata_problem, storable, stored_form, unstorable_path, user_fields
+from .rows import (
+    image_row,
+    metadata_problem,
+    storable,
+    stored_form,
+    unstorable_path,
+    user_fields,
+)
+from .sync import stale_rows
+from .vectors import VectorCache, embed_images
 
-logger = logging.getLogger(__name__)
-
-EXIF_ORIENTATION = 0x0112
+logger = package_logger(__name__)
 
 
 @dataclass
@@ -91,9 +100,8 @@ class ImageIngestor:
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.show_progress = show_progress
-        # Vectors of the last 4096 contents, as float32 (what Milvus stores): 2 KB each,
-        # where a list of 512 Python floats takes 16 KB.
-        self._vector_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors = VectorCache()
+        self._damaged: set[str] = set()
         self._dim_checked = False
 
     # -- public --------------------------------------------------------------------------
@@ -120,10 +128,15 @@ class ImageIngestor:
         report = IngestReport()
         seen: set[str] = set()
         self._ensure_store()
+        self._damaged = set(self.store.damaged_ids())  # re-embedded below: a repair
+        expanded: Iterable[_Item] = self._expand(items, report, recursive)
         progress = self._progress()
+        if progress is not None:  # found first, so that the bar has a total
+            expanded = list(expanded)
+            progress.total = len(expanded)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
             pending: _Chunk | None = None
-            for batch in chunks(self._expand(items, report, recursive), self.batch_size):
+            for batch in chunks(expanded, self.batch_size):
                 seen.update(item.id for item in batch)
                 chunk = self._classify(batch, report)
                 chunk.decoded = pool.submit(self._decode, chunk.todo, report)
@@ -136,7 +149,7 @@ class ImageIngestor:
             if pending is not None:
                 self._write(pending, report)
         if sync and roots:
-            report.removed = self._remove_missing(roots, recursive=recursive)
+            report.removed = self._remove_missing(roots, report, recursive=recursive)
         self.store.flush()
         if progress is not None:
             progress.close()
@@ -196,7 +209,11 @@ class ImageIngestor:
                 report.failed.append(
                     IngestFailure(repr(item)[:200], f"unsupported input {type(item).__name__}")
                 )
-        for path in discover_images(paths, recursive=recursive):
+
+        def unreadable(folder: str, reason: str) -> None:
+            report.failed.append(IngestFailure(printable_path(folder), reason))
+
+        for path in discover_images(paths, recursive=recursive, on_error=unreadable):
             report.seen += 1
             problem = unstorable_path(str(path))
             if problem:
@@ -258,17 +275,20 @@ class ImageIngestor:
         todo = []
         for item in ready:
             row = stored.get(item.id, {})
-            same_bytes = row.get("sha256") == item.sha256
+            same_bytes = row.get("sha256") == item.sha256 and item.id not in self._damaged
             # Metadata given with a node replace the stored ones (its vector is reused);
             # an image given without metadata (a file in a folder) keeps what it has.
             if same_bytes and (not item.metadata or user_fields(row) == stored_form(item.metadata)):
                 report.unchanged += 1
             else:
                 todo.append(item)
-        missing = [i.sha256 for i in todo if i.sha256 not in self._vector_cache]
+        missing = [i.sha256 for i in todo if i.sha256 not in self._vectors]
         known = self.store.vectors_by_sha256(missing) if missing else {}
         for item in todo:
-            item.vector = self._cached(item.sha256) or known.get(item.sha256)
+            if item.id in self._damaged:  # its stored copy is the damage: embed it again
+                report.repaired += 1
+                continue
+            item.vector = self._vectors.get(item.sha256) or known.get(item.sha256)
         return _Chunk(todo=todo)
 
     def _decode(self, todo: list[_Item], report: IngestReport) -> list[tuple[_Item, Image.Image]]:
@@ -310,12 +330,12 @@ class ImageIngestor:
                 report.forward_passes += len(decoded)
             for (item, _), vector in zip(decoded, vectors, strict=True):
                 item.vector = vector
-                self._remember(item.sha256, vector)
+                self._vectors.put(item.sha256, vector)
         failed = {f.path for f in report.failed}
         embedded = {id(item) for item, _ in decoded}
         rows = []
         for item in chunk.todo:
-            found = item.vector or self._cached(item.sha256)
+            found = item.vector or self._vectors.get(item.sha256)
             if found is None:
                 if (item.path or item.id) not in failed:
                     report.failed.append(IngestFailure(item.path or item.id, "no vector"))
@@ -328,74 +348,31 @@ class ImageIngestor:
         report.indexed += len(rows)
 
     def _fill_size(self, item: _Item) -> None:
-        if item.width:
-            return
-        try:
-            source = item.path if item.data is None else io.BytesIO(item.data)
-            with Image.open(source) as img:
-                item.width, item.height = img.size
-                if img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter
-                    item.width, item.height = item.height, item.width  # as open_image gives
-        except Exception:
-            pass
+        if not item.width:
+            source = item.path if item.data is None else item.data
+            item.width, item.height = displayed_size(source)
 
     def _embed(self, images: list[Image.Image], items: list[_Item]) -> list[list[float]]:
-        model = self.embed_model
-        if isinstance(model, FastClipEmbedding):
-            return model.embed_pil_batches(chunks(images, model.embed_batch_size))
-        # Any other MultiModalEmbedding: hand it what upstream expects (paths or buffers).
-        sources: list[Any] = []
-        for item, img in zip(items, images, strict=True):
-            if item.data is None:
-                sources.append(item.path)
-            else:
-                buf = io.BytesIO()
-                img.save(buf, format="PNG")
-                buf.seek(0)
-                sources.append(buf)
-        vectors = model.get_image_embedding_batch(sources)
-        return [unit_vector(v) for v in vectors]
-
-    def _cached(self, digest: str) -> list[float] | None:
-        vector = self._vector_cache.get(digest)
-        return None if vector is None else vector.tolist()
-
-    def _remember(self, digest: str, vector: list[float]) -> None:
-        self._vector_cache[digest] = np.asarray(vector, dtype=np.float32)
-        self._vector_cache.move_to_end(digest)
-        while len(self._vector_cache) > 4096:
-            self._vector_cache.popitem(last=False)
+        sources = [item.path if item.data is None else None for item in items]
+        return embed_images(self.embed_model, images, sources)
 
     def _row(self, item: _Item, vector: list[float]) -> dict[str, Any]:
-        folder = os.path.dirname(item.path) if item.path else ""
-        row: dict[str, Any] = stored_form(item.metadata)
-        row.update(
+        return image_row(
+            item.metadata,
             id=item.id,
             vector=vector,
             path=item.path,
             sha256=item.sha256,
-            folder=folder,
-            category=os.path.basename(folder),
-            width=int(item.width),
-            height=int(item.height),
-            size=int(item.size),
-            mtime=float(item.mtime),
+            width=item.width,
+            height=item.height,
+            size=item.size,
+            mtime=item.mtime,
         )
-        return row
 
-    def _remove_missing(self, roots: list[str], *, recursive: bool) -> int:
-        """Delete the rows of files under ``roots`` (directly in them when not
-        ``recursive``) that are gone from disk. Only that: a row whose file exists stays,
-        whether or not this run walked to it (a hidden file or one under a symlinked
-        folder, indexed by name; a sub-folder with ``recursive=False``)."""
-        prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
-        stale = [
-            row["id"]
-            for row in self.store.iter_rows(["path"])
-            if row["path"].startswith(prefixes)
-            and (recursive or os.path.dirname(row["path"]) in roots)
-            and not os.path.lexists(row["path"])
-        ]
+    def _remove_missing(self, roots: list[str], report: IngestReport, *, recursive: bool) -> int:
+        """Delete the rows of files under ``roots`` that are gone (see :mod:`.sync`)."""
+        stale, unchecked = stale_rows(self.store, roots, recursive=recursive)
+        report.failed.extend(unchecked)
         for batch in chunks(stale, 1000):
             self.store.delete(batch)
         return len(stale)

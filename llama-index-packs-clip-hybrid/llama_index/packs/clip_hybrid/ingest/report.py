@@ -19,6 +19,8 @@ class IngestReport:
     indexed: int = 0
     unchanged: int = 0
     reused: int = 0
+    #: Rows whose stored vector was damaged (changed on disk) and is embedded again.
+    repaired: int = 0
     removed: int = 0
     seen: int = 0
     forward_passes: int = 0
@@ -34,6 +36,7 @@ class IngestReport:
             "indexed": self.indexed,
             "unchanged": self.unchanged,
             "reused": self.reused,
+            "repaired": self.repaired,
             "removed": self.removed,
             "seen": self.seen,
             "forward_passes": self.forward_passes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..milvus.images import BUILTIN_FIELDS, MAX_PATH_BYTES
@@ -59,3 +60,34 @@ def storable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) or (
         isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
     )
+
+
+def image_row(
+    metadata: dict[str, Any],
+    *,
+    id: str,
+    vector: list[float],
+    path: str,
+    sha256: str,
+    width: int,
+    height: int,
+    size: int,
+    mtime: float,
+) -> dict[str, Any]:
+    """The row of one image: its metadata (renamed where they clash) and the fixed fields;
+    the folder and category come from the path."""
+    folder = os.path.dirname(path) if path else ""
+    row: dict[str, Any] = stored_form(metadata)
+    row.update(
+        id=id,
+        vector=vector,
+        path=path,
+        sha256=sha256,
+        folder=folder,
+        category=os.path.basename(folder),
+        width=int(width),
+        height=int(height),
+        size=int(size),
+        mtime=float(mtime),
+    )
+    return row

@@ -43,9 +43,9 @@ def _caption_schema(bm25: BM25Backend) -> Schema:
         if bm25 == "milvus":
             from pymilvus import Function, FunctionType
 
-            from ..hybrid.tokens import quiet_jieba
+            from .._compat.jieba_quiet import load_jieba
 
-            quiet_jieba()  # Milvus Lite's analyzer runs jieba in this process
+            load_jieba()  # Milvus Lite's analyzer runs jieba in this process
             schema.add_field(
                 "text",
                 DataType.VARCHAR,

@@ -16,6 +16,8 @@ from .._compat import milvus_lite_reads
 from .._util import chunks
 from ..options import ClipHybridError
 from .database import MilvusDatabase
+from .indexes import LITE_FLUSH_ROWS, LITE_INDEX, SERVER_INDEX, IndexConfig
+from .integrity import damaged_ids, explaining_damage, verify
 
 #: The collection property that names the model of its vectors.
 MODEL_PROPERTY = "clip_hybrid.embed_model"
@@ -23,38 +25,6 @@ MODEL_PROPERTY = "clip_hybrid.embed_model"
 #: The vector of a row that has none of its own (images without CLIP, captions without
 #: an embedder): Milvus needs a vector field, and a constant one is never searched.
 PLACEHOLDER = [1.0, 0.0]
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """The ANN index and its search parameters."""
-
-    index_type: str
-    params: tuple[tuple[str, Any], ...] = ()
-    search_params: tuple[tuple[str, Any], ...] = ()
-
-
-#: Milvus Lite: IVF_FLAT with nprobe = nlist scans every cluster, so top-k is exact
-#: (recall 1.0) and the index builds in seconds (HNSW takes ~200 s at 100k, searching by
-#: brute force meanwhile). Lite's own per-query walk over every row is skipped
-#: (_compat/milvus_lite_search.py), so FAISS is most of a query: ~25 ms of ~45 at 100k.
-#: nlist is Lite's default 128: Lite drops build parameters passed the usual way (it reads
-#: only a nested "params" key), so none are passed.
-LITE_INDEX = IndexConfig("IVF_FLAT", params=(), search_params=(("nprobe", 128),))
-
-#: A Milvus server or cluster: HNSW, the usual choice for CLIP-sized vectors at scale.
-SERVER_INDEX = IndexConfig(
-    "HNSW", params=(("M", 16), ("efConstruction", 200)), search_params=(("ef", 128),)
-)
-
-#: Milvus Lite holds the rows written since its last flush in memory (Arrow batches and a
-#: Python index entry per key), flushes on its own only at 128 MB (~50k image rows), and
-#: reads (get, query, search) go through those rows one by one. Upserting 10k rows as
-#: ingestion does, 64 at a time: 661 MB of RSS after the final flush and 72 s without
-#: flushes, 502 MB and 26 s with one every 2,048 rows (a store-only /tmp script, both in
-#: one run). A server manages its own segments: nothing is flushed there until the end of
-#: a write.
-LITE_FLUSH_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -102,6 +72,7 @@ class VectorCollection:
         self.schema = schema
         self.index = index or (LITE_INDEX if database.is_local else SERVER_INDEX)
         self._ready = False
+        self._verified = False
         self._dim: int | None = None
         #: Rows (upserted or deleted) after which Milvus Lite is flushed; 0: never.
         self.lite_flush_rows = LITE_FLUSH_ROWS if database.is_local else 0
@@ -121,7 +92,8 @@ class VectorCollection:
     # -- existence and schema -----------------------------------------------------------
 
     def exists(self) -> bool:
-        return bool(self.client.has_collection(self.collection_name))
+        with explaining_damage(self):  # pymilvus asks DescribeCollection, which reads files
+            return bool(self.client.has_collection(self.collection_name))
 
     @property
     def dim(self) -> int | None:
@@ -148,7 +120,8 @@ class VectorCollection:
         if overwrite and client.has_collection(name):
             client.drop_collection(name)
         if client.has_collection(name):
-            have_dim, metric = self._describe()
+            with explaining_damage(self):
+                have_dim, metric = self._describe()
             if have_dim != dim or metric != "COSINE":
                 raise CollectionMismatchError(
                     f"Collection {name!r} at {self.uri} holds {have_dim}-dim vectors with "
@@ -162,7 +135,8 @@ class VectorCollection:
             if model:
                 client.alter_collection_properties(name, properties={MODEL_PROPERTY: model})
         # A collection reopened by a new process starts released (upstream store forgets).
-        client.load_collection(name)
+        with explaining_damage(self):
+            client.load_collection(name)
         self._dim = dim
         self._ready = True
 
@@ -188,15 +162,31 @@ class VectorCollection:
             )
 
     def open_existing(self) -> bool:
-        """Load an existing collection for searching; False when there is none."""
+        """Load an existing collection for searching; False when there is none.
+
+        Raises:
+            DamagedIndexError: a data file of the collection cannot be read."""
         if self._ready:
             return True
         if not self.exists():
             return False
-        self._dim = self._describe()[0]
-        self.client.load_collection(self.collection_name)
+        with explaining_damage(self):
+            self._dim = self._describe()[0]
+            self.client.load_collection(self.collection_name)
         self._ready = True
         return True
+
+    def damaged_ids(self) -> list[Any]:
+        """Keys of rows whose stored vector is not a finite unit vector (see
+        :mod:`.integrity`): re-indexing re-embeds them."""
+        return damaged_ids(self)
+
+    def verify(self) -> None:
+        """Refuse to serve a damaged Milvus Lite collection (see :mod:`.integrity`); once
+        per store object."""
+        if not self._verified:
+            verify(self)
+            self._verified = True
 
     def field_names(self) -> list[str]:
         """The names of the existing collection's fields ([] without a collection)."""
@@ -240,8 +230,14 @@ class VectorCollection:
         self.client.create_index(self.collection_name, index, sync=False)
 
     def drop(self) -> None:
-        """Delete the collection and everything in it."""
-        if self.exists():
+        """Delete the collection and everything in it (a damaged one too)."""
+        from pymilvus import MilvusException
+
+        try:
+            present = bool(self.client.has_collection(self.collection_name))
+        except MilvusException:  # its files cannot be read: dropping is the way out
+            present = True
+        if present:
             self.client.drop_collection(self.collection_name)
         self._ready = False
         self._dim = None

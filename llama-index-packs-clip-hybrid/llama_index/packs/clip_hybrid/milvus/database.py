@@ -7,6 +7,7 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from ..redaction import register_secret
 from .locking import LockedClient, ReadWriteLock, database_lock
 
 #: pymilvus pings its server every 10 s even when idle; Milvus Lite's in-process server
@@ -76,6 +77,7 @@ class MilvusDatabase:
         # and must not follow a later os.chdir to another database.
         self.uri = os.path.abspath(uri) if self.is_local else uri
         self._token = token
+        register_secret(token)
         self._client: Any = None
         self._connect_lock = threading.Lock()
         #: Milvus Lite: reads wait while a write (which may flush) runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,11 +64,17 @@ class ImageStore(VectorCollection):
         self.database.close()
 
     def vectors_by_sha256(self, digests: Sequence[str]) -> dict[str, list[float]]:
-        """An already stored vector for each content hash that is in the collection."""
+        """An already stored vector for each content hash that is in the collection (a
+        damaged one, not a unit vector, is never handed out for reuse)."""
         if not digests:
             return {}
         expr = f"sha256 in {_literal(sorted(set(digests)))}"
         rows = self.client.query(
             self.collection_name, filter=expr, output_fields=["sha256", "vector"]
         )
-        return {row["sha256"]: [float(v) for v in row["vector"]] for row in rows}
+        out = {}
+        for row in rows:
+            vector = [float(v) for v in row["vector"]]
+            if abs(math.fsum(v * v for v in vector) - 1.0) < 2e-3:
+                out[row["sha256"]] = vector
+        return out

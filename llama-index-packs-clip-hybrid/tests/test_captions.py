@@ -323,10 +323,13 @@ def test_image_text_fill_empty_and_replace(tmp_path: Path) -> None:
             ImageNode(image_path=str(paths[0])),
             ImageNode(image_path=str(paths[1]), text="mine"),
         )
-        _transform(stub, tmp_path, image_text="fill_empty")([empty, owned])
-        assert empty.text.startswith("A test image") and owned.text == "mine"
-        _transform(stub, tmp_path, image_text="replace")([owned])
-        assert owned.text.startswith("A test image")
+        out = _transform(stub, tmp_path, image_text="fill_empty")([empty, owned])
+        filled, kept = out[0], out[1]
+        assert filled.text.startswith("A test image") and kept.text == "mine"
+        assert filled is not empty and filled.node_id == empty.node_id
+        assert empty.text == ""  # the caller's node is not changed: a new node comes back
+        replaced = _transform(stub, tmp_path, image_text="replace")([owned])[0]
+        assert replaced.text.startswith("A test image") and owned.text == "mine"
 
 
 def test_a_broken_node_is_reported_and_the_rest_captioned(tmp_path: Path) -> None:

@@ -361,3 +361,92 @@ def test_a_mistyped_db_is_named_and_not_created(tmp_path, run_cli) -> None:  # t
 def test_an_empty_query_is_a_usage_error(indexed, run_cli) -> None:  # type: ignore[no-untyped-def]
     result = run_cli("search", "  ", "--db", indexed[0])
     assert result.returncode == 2 and "QUERY is empty" in result.stderr
+
+
+def test_index_of_a_path_that_does_not_exist_is_a_usage_error(tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "typo.db"
+    done = run_cli("index", str(tmp_path / "imgaes"), "--db", str(db), "--captioner", "none")
+    assert done.returncode == 2 and "no such file or folder" in done.stderr
+    assert str(tmp_path / "imgaes") in done.stderr and not db.exists()
+
+
+def test_a_fifo_as_query_image_is_named_as_such(indexed, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    done = run_cli("search", "--image", str(fifo), "--db", indexed[0])  # must not block
+    assert done.returncode == 2 and "not a regular file" in done.stderr, done.stderr
+    assert "does not exist" not in done.stderr
+
+
+def test_hostile_file_names_cannot_forge_output(tmp_path, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A newline or an ANSI escape in a file name is written escaped on the terminal (it
+    cannot fake a result line or recolour it); the JSON stays valid UTF-8 and exact; a
+    name that is not UTF-8 is a named failure, not invalid JSON."""
+    import os
+
+    from PIL import Image
+
+    folder = tmp_path / "names"
+    folder.mkdir()
+    forged = "chart\x1b[31m\n  9. 0.9999  passwd.png"
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(folder / forged, format="PNG")
+    Image.new("RGB", (40, 30), (20, 200, 20)).save(
+        os.fsencode(folder) + b"/latin1-\xe9t\xe9.png", format="PNG"
+    )
+    model = ["--db", str(tmp_path / "n.db"), "--clip-model", str(tiny_clip_checkpoint)]
+    done = run_cli("index", str(folder), *model, "--captioner", "none", "--json")
+    report = json.loads(done.stdout)  # valid JSON
+    done.stdout.encode("utf-8")  # and encodable: no lone surrogates
+    assert report["indexed"] == 1 and len(report["failures"]) == 1
+    assert "not valid UTF-8" in report["failures"][0]["reason"]
+    plain = run_cli("index", str(folder), *model, "--captioner", "none")
+    assert "\\xe9" in plain.stdout and "\udce9" not in plain.stdout
+    human = run_cli("search", "a red chart", *model)
+    assert human.returncode == 0 and len(human.stdout.strip().splitlines()) == 1
+    assert "\x1b" not in human.stdout and "\\x1b[31m\\x0a" in human.stdout
+    as_json = json.loads(run_cli("search", "a red chart", *model, "--json").stdout)
+    assert as_json["results"][0]["path"] == str(folder / forged)
+
+
+def _serve(args: list[str]) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+    script = Path(sys.executable).parent / "clip-hybrid"
+    proc = subprocess.Popen(
+        [str(script), "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line.startswith("Preview at "):
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read())  # type: ignore[union-attr]
+    return proc, line.split()[2]
+
+
+def test_serve_binds_ipv6_loopback_and_answers_allowed_host_names(
+    indexed, tiny_clip_checkpoint
+) -> None:  # type: ignore[no-untyped-def]
+    import http.client
+    from urllib.parse import urlsplit
+
+    model = ["--db", indexed[0], "--clip-model", str(tiny_clip_checkpoint)]
+    proc, url = _serve(["--host", "::1", "--allow-host", "photos.lan", *model])
+    try:
+        parts = urlsplit(url)
+        assert parts.hostname == "::1"
+
+        def status(host: str) -> int:
+            conn = http.client.HTTPConnection("::1", parts.port, timeout=60)
+            conn.request("GET", "/api/status", headers={"Host": host})
+            code = conn.getresponse().status
+            conn.close()
+            return code
+
+        assert status(f"[::1]:{parts.port}") == 200
+        assert status(f"photos.lan:{parts.port}") == 200
+        assert status(f"evil.example:{parts.port}") == 421  # DNS rebinding refused
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

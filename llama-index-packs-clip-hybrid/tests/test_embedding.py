@@ -393,7 +393,7 @@ def test_each_tower_loads_on_first_use(tiny_clip_checkpoint, fast_clip, sample_i
 
 
 def test_a_state_dict_checkpoint_loads(tmp_path, tiny_clip_checkpoint, fast_clip) -> None:  # type: ignore[no-untyped-def]
-    """torch.save(state_dict) files work here; clip.load fails on them (see UPSTREAM_NOTES)."""
+    """torch.save(state_dict) files work here; clip.load fails on them (docs/upstream.md)."""
     import torch
 
     plain = tmp_path / "state.pt"

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
-from llama_index.packs.clip_hybrid import ImageLoadError, discover_images, open_image
+from llama_index.packs.clip_hybrid import (
+    ClipHybridPack,
+    DatabaseBusyError,
+    ImageLoadError,
+    discover_images,
+    open_image,
+)
+from llama_index.packs.clip_hybrid.hybrid.bm25 import CaptionBM25Index, CaptionText
 from llama_index.packs.clip_hybrid.testing.bad_images import make_odd_images
+from PIL import Image
 
 
 @pytest.fixture
@@ -72,3 +88,145 @@ def test_big_jpegs_decode_at_a_reduced_scale_and_report_their_full_size(tmp_path
     png = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(png)
     assert open_image(png, min_side=700).size == (3000, 2000)  # only JPEG has DCT scaling
+
+
+def _hostile_corpus(root: Path) -> tuple[dict[str, str], set[str]]:
+    """Files under ``root``: {name: a word its failure reason must contain}, good names."""
+    odd = make_odd_images(root / "odd")
+    bad = {i.path.name: i.expect_failure for i in odd if i.expect_failure}
+    good = {i.path.name for i in odd if not i.expect_failure}
+    extra = root / "extra"
+    extra.mkdir()
+
+    def image(name: str | bytes, color: tuple[int, int, int], fmt: str = "PNG") -> None:
+        target = os.path.join(os.fsencode(extra), os.fsencode(name))
+        Image.new("RGB", (80, 60), color).save(target, format=fmt)
+
+    image("png_named.jpg", (250, 0, 0))  # wrong extension, right content
+    image("jpeg_named.png", (0, 250, 0), "JPEG")
+    image("no_suffix_scan", (0, 0, 250))  # found by its magic bytes
+    image("长" * 80 + ".png", (250, 250, 0))  # a 244-byte name
+    image("twin_a.png", (7, 7, 7))
+    shutil.copyfile(extra / "twin_a.png", extra / "twin_b.png")  # duplicate bytes
+    good |= {"png_named.jpg", "jpeg_named.png", "no_suffix_scan", "长" * 80 + ".png"}
+    good |= {"twin_a.png", "twin_b.png"}
+    # 12000 x 9000: valid, huge; indexed (decoded once, shrunk before the model)
+    Image.new("RGB", (12_000, 9_000), (30, 60, 90)).save(extra / "huge.jpg", quality=50)
+    good.add("huge.jpg")
+
+    image(b"caf\xe9.png", (1, 2, 3))  # a Latin-1 file name: not valid UTF-8
+    bad["caf\\xe9.png"] = "not valid UTF-8"
+    (extra / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    bad["logo.svg"] = "SVG"
+    os.mkfifo(extra / "pipe.png")  # reading it would block forever
+    bad["pipe.png"] = "not a regular file"
+    os.symlink(extra / "nowhere.png", extra / "dangling.png")
+    bad["dangling.png"] = "cannot read file"
+    os.symlink(extra, extra / "loop")  # a folder symlink loop: not followed
+    locked = extra / "locked.png"
+    Image.new("RGB", (80, 60), (9, 9, 9)).save(locked)
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway
+        good.add("locked.png")
+    else:
+        bad["locked.png"] = "permission denied"
+    return bad, good
+
+
+def test_hostile_corpus_ingests_every_good_image_and_names_every_bad_one(
+    pack, tmp_path, caplog
+) -> None:
+    bad, good = _hostile_corpus(tmp_path / "corpus")
+    with caplog.at_level(logging.DEBUG):
+        report = pack.ingest(tmp_path / "corpus")
+    failures = [(Path(f.path).name, f.reason) for f in report.failed]
+    assert sorted(name for name, _ in failures) == sorted(bad)  # each bad file once
+    for name, reason in failures:
+        assert bad[name] in reason, (name, reason)
+    indexed = {Path(row["path"]).name for row in pack.store.iter_rows(["path"])}
+    assert indexed == good
+    assert report.indexed == len(good)
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+    huge = next(r for r in pack.store.iter_rows(["path", "width", "height"]) if "huge" in r["path"])
+    assert (huge["width"], huge["height"]) == (12_000, 9_000)
+    # the report is JSON-safe text, the undecodable name included
+    assert all(f.path.encode("utf-8") for f in report.failed)
+
+
+def _rle_bmp(width: int, height: int, bits: int, compression: int) -> bytes:
+    """A BMP header claiming ``width x height`` RLE pixels, with 16 bytes of data."""
+    import struct
+
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, compression, 0, 2835, 2835, 0, 0)
+    palette = b"\x00\x00\x00\x00" * (2**bits if bits <= 8 else 0)
+    data = b"\x00\x01" * 8
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + palette + data
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ((3_473_664, 16, 24, 2), "corrupt BMP (RLE compression on a RGB image)"),  # the fuzz find
+        ((20_000, 2_000, 8, 1), "too slow to decode"),
+    ],
+)
+def test_rle_bmps_that_would_take_seconds_to_decode_are_refused_from_the_header(
+    tmp_path, header, reason
+) -> None:
+    from llama_index.packs.clip_hybrid import ImageLoadError
+    from llama_index.packs.clip_hybrid.images.decode import open_image
+
+    path = tmp_path / "slow.bmp"
+    path.write_bytes(_rle_bmp(*header))
+    with pytest.raises(ImageLoadError) as info:  # refused from the header, before decoding
+        open_image(path)
+    assert reason in info.value.reason
+
+
+def _tiff_with_a_float_strip_offset() -> bytes:
+    """A 4x4 TIFF whose StripOffsets tag is typed FLOAT (the fuzzer's find): Pillow 13
+    raises TypeError from ImageFile.load instead of one of its usual errors."""
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    (entries,) = struct.unpack_from("<H", data, ifd)
+    for i in range(entries):
+        at = ifd + 2 + 12 * i
+        tag, _, count = struct.unpack_from("<HHI", data, at)
+        if tag == 273:
+            offset = struct.unpack_from("<I", data, at + 8)[0]
+            struct.pack_into("<HHIf", data, at, tag, 11, count, float(offset))
+    return bytes(data)
+
+
+def test_a_hostile_tiff_is_a_named_failure_not_a_crash(pack, image_dir) -> None:
+    (image_dir / "float_offset.tif").write_bytes(_tiff_with_a_float_strip_offset())
+    report = pack.ingest(image_dir)
+    (failure,) = report.failed
+    assert (
+        failure.path.endswith("float_offset.tif") and "corrupt image (TypeError" in failure.reason
+    )
+    assert report.indexed == len(list(image_dir.rglob("*.png")))
+
+
+def test_a_big_photo_queried_again_scores_exactly_its_indexed_vector(pack, tmp_path) -> None:
+    """Ingestion and image queries shrink an image the same way (big JPEGs decoded at a
+    reduced scale), so the query's self-hit is the indexed vector itself: cosine 1.0."""
+    import numpy as np
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(8)
+    for i in range(3):
+        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((4000, 3000)).save(folder / f"p{i}.jpg", quality=80)
+    pack.ingest(folder)
+    hits = pack.search(folder / "p1.jpg", mode="image", keep_self_hit=True).hits
+    top = hits[0]
+    assert top.node.metadata["file_path"].endswith("p1.jpg")
+    assert top.score == pytest.approx(1.0, abs=1e-5)

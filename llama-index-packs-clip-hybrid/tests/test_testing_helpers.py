@@ -6,7 +6,6 @@ import base64
 import hashlib
 import time
 
-import dashscope
 import numpy as np
 import openai
 import pytest
@@ -147,26 +146,6 @@ def test_stub_records_concurrency_and_random_failures() -> None:
             except openai.InternalServerError:
                 outcomes.append(False)
         assert 5 < outcomes.count(False) < 35
-
-
-def test_dashscope_native_protocol(api_stub: ApiStub, sample_images, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(dashscope, "base_http_api_url", api_stub.dashscope_native_base_url)
-    image = "data:image/png;base64," + base64.b64encode(sample_images[1].path.read_bytes()).decode()
-    messages = [{"role": "user", "content": [{"image": image}, {"text": "Describe."}]}]
-    reply = dashscope.MultiModalConversation.call(
-        model="qwen-vl-max", api_key="sk-ds", messages=messages
-    )
-    assert reply.status_code == 200
-    assert reply.output.choices[0].message.content[0]["text"].startswith("A test image")
-    (request,) = api_stub.requests
-    assert request.body["model"] == "qwen-vl-max"
-    assert request.image_urls == [image]
-
-    api_stub.fail_next(1, status=429, path_prefix="/api/")
-    throttled = dashscope.MultiModalConversation.call(
-        model="qwen-vl-max", api_key="sk-ds", messages=messages
-    )
-    assert (throttled.status_code, throttled.code) == (429, "rate_limit_exceeded")
 
 
 def test_dashscope_openai_compatible_mode(api_stub: ApiStub):  # type: ignore[no-untyped-def]

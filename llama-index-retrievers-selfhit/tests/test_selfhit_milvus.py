@@ -231,8 +231,13 @@ def test_unreadable_image_names_the_path(corpus, image_files, tmp_path):  # type
     inner = corpus.build(image_files).as_retriever(image_similarity_top_k=3)
     fake = tmp_path / "page.png"
     fake.write_text("<html>not an image</html>")
-    with pytest.raises(ValueError, match=r"page\.png.*cannot be read as an image"):
+    with pytest.raises(ValueError, match=r"page\.png.*cannot be read as an image") as info:
         SelfHitFilteringRetriever(inner).retrieve(fake)
+    assert "object at 0x" not in str(info.value)  # no repr of an in-memory buffer
+    drawing = tmp_path / "logo.svg"
+    drawing.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>')
+    with pytest.raises(ValueError, match=r"logo\.svg.*SVG \(vector\).*PNG, JPEG or WebP"):
+        SelfHitFilteringRetriever(inner).retrieve(drawing)
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.jpg.*0 bytes"):

@@ -114,9 +114,10 @@ class OptionError(ClipHybridError, ValueError):
     """A bad option value, or options that do not go together."""
 
 
-def check_mode(mode: Any) -> Mode:
-    if mode not in MODES:
-        choices = ", ".join(repr(m) for m in MODES)
+def check_mode(mode: Any, allowed: tuple[str, ...] = MODES) -> Mode:
+    """A search mode among ``allowed`` (all of :data:`MODES` by default)."""
+    if mode not in allowed:
+        choices = ", ".join(repr(m) for m in allowed)
         raise OptionError(f"{{mode}} must be one of {choices}; got {mode!r}.")
     return mode
 

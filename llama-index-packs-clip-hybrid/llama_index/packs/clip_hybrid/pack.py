@@ -5,26 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import (
-    ImageQueryBundle,
-    QueryImage,
     SelfHitFilteringRetriever,
-    to_query_bundle,
 )
 
 from ._compat.core_packs import pack_base
 from .captions.stage import CaptionStage
 from .captions.transform import VLMCaptionTransform
 from .clip.embedding import FastClipEmbedding, Precision
-from .clip.no_clip import NO_CLIP, NoClipEmbedding, no_clip_error
+from .clip.no_clip import NO_CLIP, NoClipEmbedding
 from .hybrid.bm25 import CaptionBM25Index, PersistentBM25, default_bm25_path
 from .hybrid.builder import BM25Choice, RetrieverBuilder
 from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
@@ -32,11 +28,9 @@ from .hybrid.fusion import RRFFusionRetriever
 from .ingest.ingestor import ImageIngestor
 from .ingest.report import IngestReport
 from .milvus.captions import CaptionStore
-from .milvus.collection import CollectionMismatchError
 from .milvus.database import is_local_uri
 from .milvus.images import ImageStore
 from .options import (
-    BRANCH_CLIP,
     DEFAULT_CAPTION_COLLECTION,
     DEFAULT_CLIP_MODEL,
     DEFAULT_COLLECTION,
@@ -44,12 +38,10 @@ from .options import (
     DEFAULT_URI,
     Mode,
     OptionError,
-    check_branches,
-    check_mode,
-    check_text_query,
     check_top_k,
 )
 from .results import SearchResult
+from .routing import route_search
 
 
 class ClipHybridPack(pack_base()):  # type: ignore[misc]
@@ -137,6 +129,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         self._device = device
         self._precision: Precision = precision
         self._embed_model = embed_model
+        self._model_given = embed_model is not None
         self._batch_size = batch_size
         self._show_progress = show_progress
         self._ingestor: ImageIngestor | None = None
@@ -150,6 +143,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
             concurrency=caption_concurrency,
             cache_path=caption_cache_path
             or (f"{os.path.abspath(uri)}.captions.sqlite" if is_local_uri(uri) else None),
+            show_progress=show_progress,
         )
         self.bm25 = PersistentBM25(self.caption_store, default_bm25_path(uri, caption_collection))
         self._bm25_backend: BM25Choice = bm25
@@ -172,6 +166,12 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
                     model_name=name, device=self._device, precision=self._precision
                 )
         return self._embed_model
+
+    @property
+    def model_given(self) -> bool:
+        """True when the image-side model was given (``clip_model`` or ``embed_model``),
+        False when it is the one the index was built with."""
+        return self._clip_model is not None or self._model_given
 
     @property
     def has_no_clip(self) -> bool:
@@ -218,7 +218,9 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         )
 
     def close(self) -> None:
-        """Close the database (Milvus Lite: frees it for another process)."""
+        """Close the database (Milvus Lite: frees it for another process) and the
+        caption cache."""
+        self.captions.close()
         self.caption_store.close()
         self.store.close()
 
@@ -350,7 +352,9 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
                 caption vectors and BM25).
             branches: The hybrid branches to run (default: every one that can).
         """
-        route = self._route(query, mode, similarity_top_k, filters, keep_self_hit, branches, rrf_k)
+        route = route_search(
+            self, query, mode, similarity_top_k, filters, keep_self_hit, branches, rrf_k
+        )
         if isinstance(route.retriever, RRFFusionRetriever):
             hits, failed = route.retriever.retrieve_with_failures(route.bundle)
             return route.result(hits, failed)
@@ -360,7 +364,8 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         """Async :meth:`search`."""
         mode = kwargs.pop("mode", "auto")
         route = await asyncio.to_thread(
-            self._route,
+            route_search,
+            self,
             query,
             mode,
             kwargs.pop("similarity_top_k", None),
@@ -375,125 +380,3 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
             hits, failed = await route.retriever.aretrieve_with_failures(route.bundle)
             return route.result(hits, failed)
         return route.result(await route.retriever.aretrieve(route.bundle), {})
-
-    def _route(
-        self,
-        query: Any,
-        mode: Any,
-        similarity_top_k: int | None,
-        filters: MetadataFilters | None,
-        keep_self_hit: bool | None,
-        branches: Sequence[str] | None,
-        rrf_k: float,
-    ) -> _Route:
-        mode = check_mode(mode)
-        if similarity_top_k is not None:
-            check_top_k(similarity_top_k)
-        wanted = check_branches(branches)
-        if branches is not None and mode not in ("auto", "hybrid"):
-            raise OptionError("{branches} applies to {mode=hybrid}.")
-        no_clip = self.has_no_clip or (wanted is not None and BRANCH_CLIP not in wanted)
-        if mode == "auto" and (no_clip or wanted is not None):
-            mode = "hybrid"  # without CLIP the caption branches are all there is
-        if not no_clip:
-            self._check_ready()
-        build = self.retrievers
-        if mode == "hybrid":
-            bundle = to_query_bundle(query)
-            query_image = None
-            if isinstance(bundle, ImageQueryBundle) or bundle.image_path:
-                bundle = self._image_bundle_with_caption(bundle)
-                query_image = bundle
-                if no_clip and not bundle.query_str:
-                    raise OptionError(
-                        "Without CLIP an image query needs a caption of that image: index "
-                        "and caption it first, or search with a CLIP model."
-                    )
-            else:
-                check_text_query(bundle.query_str)
-            fusion = build.hybrid_retriever(
-                similarity_top_k=similarity_top_k,
-                filters=filters,
-                query_image=query_image,
-                keep_self_hit=keep_self_hit,
-                branches=wanted,
-                rrf_k=rrf_k,
-            )
-            return _Route(fusion, bundle, "hybrid", list(fusion.branch_names))
-        if no_clip:
-            raise no_clip_error()
-        if mode == "text":
-            if not isinstance(query, (str, QueryBundle)):
-                raise OptionError(
-                    f"{{mode=text}} needs a string query, got {type(query).__name__}."
-                )
-            bundle = query if isinstance(query, QueryBundle) else QueryBundle(query_str=query)
-        elif mode == "image" and isinstance(query, str):
-            bundle = to_query_bundle(Path(query))
-        else:
-            bundle = to_query_bundle(query)
-        is_image = isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
-        if mode == "image" and not is_image:
-            raise OptionError(
-                "{mode=image} needs an image: a path, bytes, a PIL image or an image node."
-            )
-        if is_image:
-            retriever: BaseRetriever = build.image_retriever(
-                similarity_top_k=similarity_top_k, filters=filters, keep_self_hit=keep_self_hit
-            )
-            return _Route(retriever, bundle, "image", [BRANCH_CLIP])
-        check_text_query(bundle.query_str)
-        retriever = build.text_retriever(similarity_top_k=similarity_top_k, filters=filters)
-        return _Route(retriever, bundle, "text", [BRANCH_CLIP])
-
-    def _image_bundle_with_caption(self, bundle: QueryBundle) -> QueryBundle:
-        """The image query plus the caption of its bytes (stored or cached) as text, so
-        the caption branches can take part; without one only CLIP runs."""
-        image = QueryImage.from_query_bundle(bundle)
-        data = b""
-        if image is not None:
-            data = image.data or (Path(image.path).read_bytes() if image.path else b"")
-        bundle.query_str = self.captions.caption_of(data) or ""
-        return bundle
-
-    def _check_ready(self) -> None:
-        """The index's vectors and this pack's CLIP model must be of one model."""
-        if not self.store.open_existing():
-            return  # an empty index: searches return nothing
-        model = self.embed_model
-        if self._clip_model is not None or not isinstance(model, FastClipEmbedding):
-            self.store.check_model(model.model_name)
-        dim = self.store.dim
-        model_dim = model.embed_dim if isinstance(model, FastClipEmbedding) else None
-        if dim is not None and model_dim is not None and dim != model_dim:
-            raise CollectionMismatchError(
-                f"Collection {self.store.collection_name!r} at {self.store.uri} holds {dim}-dim "
-                f"vectors but the model {model.model_name!r} makes {model_dim}-dim ones; "
-                "search with the model that built the index."
-            )
-
-
-class _Route:
-    """A routed search: the retriever to run, its query, and what the result will say."""
-
-    def __init__(
-        self, retriever: BaseRetriever, bundle: QueryBundle, mode: str, branches: list[str]
-    ) -> None:
-        self.retriever = retriever
-        self.bundle = bundle
-        self.mode = mode
-        self.branches = branches
-
-    def result(self, hits: list[NodeWithScore], failed: dict[str, str]) -> SearchResult:
-        report = (
-            self.retriever.last_report
-            if isinstance(self.retriever, SelfHitFilteringRetriever)
-            else None
-        )
-        return SearchResult(
-            hits=hits,
-            mode=self.mode,
-            branches=self.branches,
-            failed_branches=failed,
-            self_hits=report,
-        )

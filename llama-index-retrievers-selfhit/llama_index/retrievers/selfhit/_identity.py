@@ -92,7 +92,20 @@ def _check_image_bytes(data: bytes, name: str) -> None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's message names the in-memory buffer ("<_io.BytesIO object at 0x...>"):
+        # say what the user can act on instead.
+        head = data[:512].lstrip().lower()
+        kind = (
+            "an SVG (vector) file"
+            if b"<svg" in head or name.lower().endswith((".svg", ".svgz"))
+            else "not in an image format Pillow reads"
+        )
+        raise ValueError(
+            f"Query image {name} cannot be read as an image ({kind}); "
+            "pass a PNG, JPEG or WebP image."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(
             f"Query image {name} cannot be read as an image ({exc}); "
             "pass a PNG, JPEG or WebP image."

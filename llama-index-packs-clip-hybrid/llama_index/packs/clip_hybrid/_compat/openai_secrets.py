@@ -8,7 +8,7 @@ LlamaIndex's own instrumentation puts ``to_dict()`` of the LLM into its events, 
 reaches any event handler or log. The pack builds these objects only through the
 subclasses below (imported lazily, where those objects are built), which keep the key
 for the client and mask it everywhere else.
-``tests/test_hardening.py`` shows the upstream leak; delete this module when it fails.
+``tests/test_secrets.py`` shows the upstream leak; delete this module when it fails.
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
+from ..redaction import package_logger
 from .base import Captioner
 from .llm import LLMCaptioner
 from .ocr import OCRCaptioner
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 
 def resolve_captioner(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from .._util import chunks, unit_vector
 from ..milvus.captions import CaptionStore, fit_caption
 from ..milvus.collection import PLACEHOLDER
 from ..milvus.images import ImageStore
-from ..redaction import redact
+from ..redaction import package_logger, redact
 from .base import CaptionError, CaptionImage
 from .embedding import (
     NO_CAPTION_VECTORS,
@@ -25,7 +24,7 @@ from .report import CaptionFailure, CaptionOutcome, CaptionReport
 from .retry import RetryPolicy
 from .transform import VLMCaptionTransform
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 
 def reconcile_captions(
@@ -67,6 +66,7 @@ class CaptionIndexer:
         transform: VLMCaptionTransform,
         embed: EmbedChoice,
         embed_batch_size: int = 100,
+        show_progress: bool = False,
     ) -> None:
         self.images = images
         self.captions = captions
@@ -74,6 +74,7 @@ class CaptionIndexer:
         self.embed = embed
         self.embed_batch_size = embed_batch_size
         self._model: BaseEmbedding | None = None
+        self.show_progress = show_progress
 
     def update(self) -> CaptionReport:
         key = self.transform.captioner.cache_key
@@ -84,7 +85,18 @@ class CaptionIndexer:
             for image_id, row in rows.items()
             if row["path"] and have.get(image_id) != (row["sha256"], key)
         ]
-        outcomes, report = self.transform.caption_images(todo)  # no call when todo is empty
+        bar = None
+        if self.show_progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="captions", unit="img")
+        try:  # no call at all when todo is empty
+            outcomes, report = self.transform.caption_images(
+                todo, progress=bar.update if bar is not None else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         self._store([o for o in outcomes if o.caption is not None and o.caption.text], report)
         # A changed image whose new caption is empty or failed must not keep describing
         # its old pixels; a caption of the same pixels (only the prompt changed) stays.

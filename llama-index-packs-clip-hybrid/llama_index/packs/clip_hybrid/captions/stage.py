@@ -9,7 +9,6 @@ embedder a search may use, and the caption of an image query's bytes.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from typing import Any
 
@@ -18,6 +17,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from .._util import chunks
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
+from ..redaction import package_logger
 from .choice import resolve_captioner
 from .embedding import (
     LOCAL_CAPTION_EMBED_MODEL,
@@ -33,7 +33,7 @@ from .indexer import CaptionIndexer, reconcile_captions
 from .report import CaptionReport
 from .transform import VLMCaptionTransform
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 
 class _Unset:
@@ -54,6 +54,7 @@ class CaptionStage:
         caption_embed: ``auto``, ``openai``, ``local``, ``none`` or a ``BaseEmbedding``.
         concurrency: Caption requests in flight.
         cache_path: The caption cache (None: the user cache folder).
+        show_progress: A captioning progress bar on stderr (None: only on a terminal).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class CaptionStage:
         caption_embed: Any = "auto",
         concurrency: int = 8,
         cache_path: str | None = None,
+        show_progress: bool | None = None,
     ) -> None:
         self.images = images
         self.captions = captions
@@ -76,6 +78,7 @@ class CaptionStage:
         self._embed_choice = caption_embed
         self._concurrency = concurrency
         self._cache_path = cache_path
+        self.show_progress = show_progress
         self._transform: VLMCaptionTransform | _Unset | None = _UNSET
         self._resolved_embed: EmbedChoice | _Unset = _UNSET
         self._embed_model: BaseEmbedding | _Unset | None = _UNSET
@@ -126,6 +129,7 @@ class CaptionStage:
             captions=self.captions,
             transform=transform,
             embed=self.embed_choice if isinstance(self._embed_model, _Unset) else self._embed_model,
+            show_progress=_on_a_terminal() if self.show_progress is None else self.show_progress,
         )
         return indexer.update()
 
@@ -165,6 +169,11 @@ class CaptionStage:
             return None
         return self.embed_model
 
+    def close(self) -> None:
+        """Close what the stage opened (the caption cache)."""
+        if isinstance(self._transform, VLMCaptionTransform):
+            self._transform.close()
+
     def caption_of(self, data: bytes) -> str | None:
         """A caption of these image bytes: stored with an indexed copy, else cached."""
         if not data:
@@ -177,6 +186,12 @@ class CaptionStage:
                 cached = transform.cache.get_many([digest], transform.captioner.cache_key)
                 text = cached[digest].text if digest in cached else None
         return text
+
+
+def _on_a_terminal() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def _embed_choice_for(recorded: str | None) -> str | None:

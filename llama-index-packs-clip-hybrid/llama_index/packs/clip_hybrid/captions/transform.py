@@ -19,11 +19,9 @@ LLM in a loop:
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from llama_index.core.async_utils import asyncio_run
@@ -31,43 +29,24 @@ from llama_index.core.schema import (
     BaseNode,
     ImageDocument,
     ImageNode,
-    NodeRelationship,
-    ObjectType,
-    RelatedNodeInfo,
     TextNode,
     TransformComponent,
 )
 from pydantic import Field, PrivateAttr
 
 from ..images.sources import ImageSource, ImageSourceError, node_path, node_source
+from ..redaction import package_logger
 from .base import Caption, CaptionError, CaptionImage
 from .cache import CaptionCache, default_cache_path
 from .choice import resolve_captioner
 from .errors import classify_error
+from .nodes import make_caption_node
 from .report import CaptionFailure, CaptionOutcome, CaptionReport
 from .retry import RetryPolicy
 
-logger = logging.getLogger(__name__)
-
-#: Namespace of caption node ids: uuid5(namespace, "<image node id>|<captioner cache key>").
-CAPTION_ID_NAMESPACE = uuid.UUID("0c3d2a8e-51b4-4f7e-9d2a-7c1e5f8b9a60")
-
-#: Metadata keys of a caption node (kept out of the embedded and LLM-visible text).
-CAPTION_METADATA_KEYS = (
-    "image_id",
-    "image_path",
-    "image_sha256",
-    "captioner",
-    "caption_source",
-    "caption_language",
-)
+logger = package_logger(__name__)
 
 ImageText = Literal["keep", "fill_empty", "replace"]
-
-
-def caption_node_id(image_id: str, cache_key: str) -> str:
-    """The deterministic id of the caption of ``image_id`` by one captioner setting."""
-    return str(uuid.uuid5(CAPTION_ID_NAMESPACE, f"{image_id}|{cache_key}"))
 
 
 class VLMCaptionTransform(TransformComponent):
@@ -140,6 +119,12 @@ class VLMCaptionTransform(TransformComponent):
             self._cache = CaptionCache(self.cache_path or default_cache_path())
         return self._cache
 
+    def close(self) -> None:
+        """Close the caption cache (opened again on next use)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
     @property
     def last_report(self) -> CaptionReport | None:
         """The report of the latest run."""
@@ -167,6 +152,7 @@ class VLMCaptionTransform(TransformComponent):
             by_key[image.key] = node
         outcomes = await self._run(images, report)
         captions: list[BaseNode] = []
+        updated: dict[int, BaseNode] = {}  # the caller's nodes are never changed: copies
         for outcome in outcomes:
             if outcome.caption is None or not outcome.caption.text:
                 continue
@@ -175,62 +161,48 @@ class VLMCaptionTransform(TransformComponent):
             if self.image_text == "replace" or (
                 self.image_text == "fill_empty" and not (node.text or "").strip()
             ):
-                node.set_content(outcome.caption.text)
+                copy = node.model_copy(deep=True)
+                copy.set_content(outcome.caption.text)
+                updated[id(node)] = copy
         report.seconds = time.perf_counter() - started
         self._finish(report)
         kept = [
-            n for n in nodes if self.include_images or not isinstance(n, (ImageNode, ImageDocument))
+            updated.get(id(n), n)
+            for n in nodes
+            if self.include_images or not isinstance(n, (ImageNode, ImageDocument))
         ]
         return [*kept, *captions]
 
     # -- lower level: what the pack uses ------------------------------------------------
 
     def caption_images(
-        self, images: Sequence[CaptionImage]
+        self, images: Sequence[CaptionImage], progress: Callable[[int], Any] | None = None
     ) -> tuple[list[CaptionOutcome], CaptionReport]:
-        """Caption ``images`` (bytes or paths); one outcome per image, in order."""
-        return asyncio_run(self.acaption_images(images))
+        """Caption ``images`` (bytes or paths); one outcome per image, in order.
+        ``progress(n)`` is called as each ``n`` more images are done (cached ones first)."""
+        return asyncio_run(self.acaption_images(images, progress))
 
     async def acaption_images(
-        self, images: Sequence[CaptionImage]
+        self, images: Sequence[CaptionImage], progress: Callable[[int], Any] | None = None
     ) -> tuple[list[CaptionOutcome], CaptionReport]:
         report = CaptionReport(captioner=self.captioner.name)
         started = time.perf_counter()
-        outcomes = await self._run(images, report)
+        outcomes = await self._run(images, report, progress)
         report.seconds = time.perf_counter() - started
         self._finish(report)
         return outcomes, report
 
     def caption_node(self, outcome: CaptionOutcome, image_node: BaseNode | None = None) -> TextNode:
         """The caption node for one outcome (its id is stable across runs)."""
-        assert outcome.caption is not None
-        image = outcome.image
-        metadata = {
-            "image_id": image.key,
-            "image_path": image.path,
-            "image_sha256": image.sha256,
-            "captioner": self.captioner.name,
-            "caption_source": self.captioner.source,
-            "caption_language": getattr(self.captioner, "language", None) or "",
-        }
-        node = TextNode(
-            id_=caption_node_id(image.key, self.captioner.cache_key),
-            text=outcome.caption.text,
-            metadata=metadata,
-            excluded_embed_metadata_keys=list(CAPTION_METADATA_KEYS),
-            excluded_llm_metadata_keys=list(CAPTION_METADATA_KEYS),
-        )
-        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(
-            node_id=image.key,
-            node_type=ObjectType.IMAGE,
-            metadata={"image_path": image.path} if image.path else {},
-        )
-        return node
+        return make_caption_node(outcome, self.captioner)
 
     # -- the run --------------------------------------------------------------------------
 
     async def _run(
-        self, images: Sequence[CaptionImage], report: CaptionReport
+        self,
+        images: Sequence[CaptionImage],
+        report: CaptionReport,
+        progress: Callable[[int], Any] | None = None,
     ) -> list[CaptionOutcome]:
         key = self.captioner.cache_key
         name = self.captioner.name
@@ -246,30 +218,35 @@ class VLMCaptionTransform(TransformComponent):
                 groups.setdefault(image.sha256, []).append(image)
         fatal: list[str] = []
         queue: Iterator[list[CaptionImage]] = iter(list(groups.values()))
+        if progress is not None and report.cached:
+            progress(report.cached)
+
+        async def one(group: list[CaptionImage]) -> None:
+            if fatal:
+                for image in group:
+                    results[image.key] = CaptionOutcome(image, failure=f"not attempted: {fatal[0]}")
+                return
+            loaded, unreadable = await self._load_group(group)
+            for image in group:
+                if image.key in unreadable:
+                    results[image.key] = CaptionOutcome(image, failure=unreadable[image.key])
+            if loaded is None:
+                return
+            caption, failure = await self._caption_one(loaded, report, fatal)
+            if caption is not None:
+                try:
+                    await asyncio.to_thread(self.cache.put, loaded.sha256, key, name, caption)
+                except Exception as exc:  # disk full, database locked: keep the caption
+                    logger.warning("Caption cache write failed (%s); continuing.", exc)
+            for image in group:
+                if image.key not in unreadable:
+                    results[image.key] = CaptionOutcome(image, caption, failure=failure)
 
         async def worker() -> None:
             for group in queue:
-                if fatal:
-                    for image in group:
-                        results[image.key] = CaptionOutcome(
-                            image, failure=f"not attempted: {fatal[0]}"
-                        )
-                    continue
-                loaded, unreadable = await self._load_group(group)
-                for image in group:
-                    if image.key in unreadable:
-                        results[image.key] = CaptionOutcome(image, failure=unreadable[image.key])
-                if loaded is None:
-                    continue
-                caption, failure = await self._caption_one(loaded, report, fatal)
-                if caption is not None:
-                    try:
-                        await asyncio.to_thread(self.cache.put, loaded.sha256, key, name, caption)
-                    except Exception as exc:  # disk full, database locked: keep the caption
-                        logger.warning("Caption cache write failed (%s); continuing.", exc)
-                for image in group:
-                    if image.key not in unreadable:
-                        results[image.key] = CaptionOutcome(image, caption, failure=failure)
+                await one(group)
+                if progress is not None:
+                    progress(len(group))
 
         workers = min(self.concurrency, len(groups))
         await asyncio.gather(*(worker() for _ in range(workers)))

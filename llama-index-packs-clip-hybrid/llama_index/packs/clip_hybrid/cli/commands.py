@@ -42,6 +42,12 @@ def require_index(args: argparse.Namespace) -> None:
 
 
 def run_index(args: argparse.Namespace, *, progress: bool) -> int:
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing:  # a typo, not a file that went away: nothing is opened or created
+        raise UsageError(
+            f"no such file or folder: {', '.join(output.escape(p) for p in missing)} "
+            "(check the path)"
+        )
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.concurrency < 1:
@@ -219,6 +225,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 projection=args.projection,
+                allow_hosts=args.allow_host,
                 ready=lambda url: print(f"Preview at {url} (Ctrl+C to stop)", flush=True),
             )
         except KeyboardInterrupt:

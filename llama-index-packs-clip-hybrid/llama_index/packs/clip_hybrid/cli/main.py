@@ -64,7 +64,8 @@ def _dispatch(args: object, *, progress: bool, own_process: bool) -> int:
             # ingestion (memory.py). A Python caller passing argv keeps its settings.
             from ..memory import limit_memory_retention
 
-            logging.getLogger(__name__).debug("memory: %s", ", ".join(limit_memory_retention()))
+            log = logging.getLogger("llama_index.packs.clip_hybrid.cli")
+            log.debug("memory: %s", ", ".join(limit_memory_retention()))
         return run_index(args, progress=progress)  # type: ignore[arg-type]
     if command == "search":
         try:

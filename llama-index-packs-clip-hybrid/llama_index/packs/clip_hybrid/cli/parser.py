@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any)")
     serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this Host name (repeatable; loopback names and the "
+        "--host address are always answered, other names are refused against DNS rebinding)",
+    )
+    serve.add_argument(
         "--projection",
         choices=["pca", "umap"],
         default="pca",

@@ -39,9 +39,17 @@ def quiet(debug: bool) -> None:
         return
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="jieba")
-    for name in ("pymilvus", "grpc", "milvus_lite", "jieba", "bm25s", "httpx"):
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # read once, when grpc is imported
+    # pymilvus sets its loggers' levels with dictConfig when it is imported (its
+    # settings.py), undoing any level set before: import it first, then quiet it. Every
+    # command opens a database, so the import is not extra work.
+    import pymilvus  # noqa: F401
+
+    for name in (
+        *("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"),
+        *("grpc", "milvus_lite", "jieba", "bm25s", "httpx"),
+    ):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     filter_native_stderr()
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 from llama_index.core.base.embeddings.base import Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
@@ -25,45 +23,22 @@ from ..images.decode import (
 )
 from ..memory import release_free_memory
 from ..options import DEFAULT_CLIP_MODEL
+from ..redaction import package_logger
 from .checkpoint import (
     Tower,
     load_clip,
     load_towers,
     read_state_dict,
 )
-from .image_tower import encode_image, pack_image_tower
+from .image_tower import encode_images, pack_image_tower
+from .precision import Precision, cast_weights, is_vit, pick_dtype, unit_rows
 from .text_tower import Fp16TextWeights, PackedBlocks, encode_text
-from .tokenizer import clip_tokenizer
-from .weights import MODELS, checkpoint_path
+from .tokenizer import tokenize_batch
+from .weights import MODELS, ClipWeightsUnavailableError, checkpoint_path, weights_unavailable
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 CLIP_CONTEXT_LENGTH = 77
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-#: Images per forward pass on a CPU. ViT-B/32 runs as fast with 16 as with 32 or 64
-#: there (11.8 vs 12.2 img/s, within the noise), and 16 holds half the activations of
-#: 32: peak RSS ingesting 1,500 images 1.41 GB vs 1.51 GB (benchmarks/bench_ingest.py).
-CPU_IMAGES_PER_FORWARD = 16
-
-
-class ClipWeightsUnavailableError(RuntimeError):
-    """The CLIP weights could not be downloaded or read."""
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with native bf16 math (AVX512-BF16 or AMX); bf16 is slower elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 class FastClipEmbedding(MultiModalEmbedding):
@@ -238,7 +213,7 @@ class FastClipEmbedding(MultiModalEmbedding):
         except (OSError, RuntimeError, EOFError, KeyError) as exc:
             raise self._unavailable(exc) from exc
         dtype = self._pick_dtype(device)
-        self._model = _cast_weights(model, dtype).eval()
+        self._model = cast_weights(model, dtype).eval()
         self._preprocess = preprocess
         self._device = device
         self._dtype = dtype
@@ -257,7 +232,7 @@ class FastClipEmbedding(MultiModalEmbedding):
             load_towers(self._model, state, (tower,), device=self._device, name=self.model_name)
         except (OSError, RuntimeError, EOFError, KeyError) as exc:
             raise self._unavailable(exc) from exc
-        _cast_weights(self._model, self._dtype)
+        cast_weights(self._model, self._dtype)
         self._towers.add(tower)
         if tower == "visual":
             self._pack_image_tower()
@@ -272,34 +247,15 @@ class FastClipEmbedding(MultiModalEmbedding):
             self.fp16_image_weights
             and self._device == "cpu"
             and self._dtype == torch.float32
-            and _is_vit(self._model)
+            and is_vit(self._model)
         ):
             self._fp16_image = pack_image_tower(self._model)
 
     def _unavailable(self, exc: BaseException) -> ClipWeightsUnavailableError:
-        name = self.model_name
-        where = "read" if os.path.isfile(name) else "download"
-        return ClipWeightsUnavailableError(
-            f"Could not {where} the CLIP weights for {name!r} ({type(exc).__name__}: "
-            f"{exc}); pass a local checkpoint path as the model (Python: "
-            "model_name='/path/to/ViT-B-32.pt', CLI: --clip-model PATH), or 'none' "
-            "for the caption-only mode without CLIP."
-        )
+        return weights_unavailable(self.model_name, exc)
 
     def _pick_dtype(self, device: str) -> Any:
-        import torch
-
-        wanted = self.precision
-        if wanted == "auto":
-            if device.startswith("cuda"):
-                wanted = "fp16"
-            elif device == "cpu" and cpu_has_native_bf16():
-                wanted = "bf16"
-            else:
-                wanted = "fp32"
-        if wanted == "fp16" and not device.startswith(("cuda", "mps")):
-            raise ValueError(f"precision='fp16' needs a GPU, but the device is {device}.")
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
+        return pick_dtype(self.precision, device)
 
     # -- text --------------------------------------------------------------------------
 
@@ -327,31 +283,7 @@ class FastClipEmbedding(MultiModalEmbedding):
         return out
 
     def _tokenize(self, texts: Sequence[str]) -> Any:
-        import torch
-
-        tokenizer = clip_tokenizer()
-        sot, eot = tokenizer.start_id, tokenizer.end_id
-        too_long = []
-        result = torch.zeros(len(texts), CLIP_CONTEXT_LENGTH, dtype=torch.long)
-        for i, text in enumerate(texts):
-            ids = [sot, *tokenizer.encode(text), eot]
-            if len(ids) > CLIP_CONTEXT_LENGTH:
-                too_long.append((i, len(ids)))
-                ids = [*ids[: CLIP_CONTEXT_LENGTH - 1], eot]
-            result[i, : len(ids)] = torch.tensor(ids)
-        if too_long:
-            i, n = too_long[0]
-            logger.warning(
-                "Truncated %d of %d texts to CLIP's %d-token context (e.g. text %d had %d "
-                "tokens: %.60r...). CLIP reads only the start of long text.",
-                len(too_long),
-                len(texts),
-                CLIP_CONTEXT_LENGTH,
-                i,
-                n,
-                texts[i],
-            )
-        return result
+        return tokenize_batch(texts, CLIP_CONTEXT_LENGTH)
 
     def _encode_text(self, tokens: Any) -> list[Embedding]:
         """CLIP's text tower over ``tokens`` padded to their own length, not to 77."""
@@ -363,7 +295,7 @@ class FastClipEmbedding(MultiModalEmbedding):
             fp16 = self._fp16_text_weights()
             if fp16 is not None and not fp16.use_for(tokens.numel()):
                 fp16 = None
-            return _normalise(encode_text(model, tokens.to(self._device), self._dtype, fp16))
+            return unit_rows(encode_text(model, tokens.to(self._device), self._dtype, fp16))
 
     def _fp16_text_weights(self) -> Fp16TextWeights | None:
         """The fp16 copies for small text batches, packed on first use; None when off."""
@@ -432,21 +364,10 @@ class FastClipEmbedding(MultiModalEmbedding):
         return open_working_image(item, max_pixels=self.max_pixels)
 
     def _encode_images(self, pixels: Any) -> list[Embedding]:
-        import torch
-
-        model = self._model
-        assert model is not None
-        # On a CPU, 16 images per forward: as fast as 32 there, half the activations.
-        step = CPU_IMAGES_PER_FORWARD if self._device == "cpu" else len(pixels)
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, len(pixels), step):
-                part = pixels[start : start + step].to(self._device, dtype=self._dtype)
-                if _is_vit(model):
-                    parts.append(encode_image(model, part, self._fp16_image))
-                else:  # ResNet image towers (RN50, ...): clip's own forward
-                    parts.append(model.encode_image(part))
-            return _normalise(torch.cat(parts))
+        assert self._model is not None
+        return unit_rows(
+            encode_images(self._model, pixels, self._device, self._dtype, self._fp16_image)
+        )
 
     # -- async: the same code on a worker thread, so the event loop is never blocked ----
 
@@ -464,49 +385,3 @@ class FastClipEmbedding(MultiModalEmbedding):
 
     async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_image_embeddings, img_file_paths)
-
-
-def _is_vit(model: Any) -> bool:
-    return hasattr(model.visual, "transformer") and hasattr(model.visual, "class_embedding")
-
-
-def _cast_weights(model: Any, dtype: Any) -> Any:
-    """Cast matmul weights to ``dtype`` and keep LayerNorms in fp32, as ``clip`` does for
-    fp16 (its LayerNorm computes in fp32 and would fail on low-precision weights)."""
-    import torch
-    from torch import nn
-
-    if dtype == torch.float32:
-        return model
-
-    def cast(layer: nn.Module) -> None:
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            layer.weight.data = layer.weight.data.to(dtype)
-            if layer.bias is not None:
-                layer.bias.data = layer.bias.data.to(dtype)
-        if isinstance(layer, nn.MultiheadAttention):
-            for name in (
-                "in_proj_weight",
-                "q_proj_weight",
-                "k_proj_weight",
-                "v_proj_weight",
-                "in_proj_bias",
-                "bias_k",
-                "bias_v",
-            ):
-                tensor = getattr(layer, name)
-                if tensor is not None:
-                    tensor.data = tensor.data.to(dtype)
-        for name in ("text_projection", "proj"):
-            param = getattr(layer, name, None)
-            if isinstance(param, nn.Parameter):
-                param.data = param.data.to(dtype)
-
-    model.apply(cast)
-    return model
-
-
-def _normalise(x: Any) -> list[Embedding]:
-    x = x.float()
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return x.cpu().tolist()

@@ -17,12 +17,13 @@ Same maths as ``clip.model.CLIP.encode_text``, three savings:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from ..redaction import package_logger
+
+logger = package_logger(__name__)
 
 #: Token rows (texts x padded length) up to which inexact fp16 copies are used (for
 #: checkpoints whose weights are not fp16 values). Measured with

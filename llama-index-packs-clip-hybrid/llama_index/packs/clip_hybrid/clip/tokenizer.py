@@ -13,8 +13,14 @@ from __future__ import annotations
 import gzip
 import html
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+from typing import Any
+
+from ..redaction import package_logger
+
+logger = package_logger(__name__)
 
 #: Merges used by the published models: the file holds more, the vocabulary is 49408 ids.
 MERGES = 49152 - 256 - 2
@@ -109,3 +115,33 @@ class ClipTokenizer:
 def clip_tokenizer() -> ClipTokenizer:
     """The shared tokenizer (built once: ~0.5 s to read the merges)."""
     return ClipTokenizer()
+
+
+def tokenize_batch(texts: Sequence[str], context_length: int = 77) -> Any:
+    """Token ids of ``texts`` with start and end tokens, one row each, padded with zeros to
+    ``context_length``; longer texts are cut (keeping the end token) with one warning."""
+    import torch
+
+    tokenizer = clip_tokenizer()
+    sot, eot = tokenizer.start_id, tokenizer.end_id
+    too_long = []
+    result = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [sot, *tokenizer.encode(text), eot]
+        if len(ids) > context_length:
+            too_long.append((i, len(ids)))
+            ids = [*ids[: context_length - 1], eot]
+        result[i, : len(ids)] = torch.tensor(ids)
+    if too_long:
+        i, n = too_long[0]
+        logger.warning(
+            "Truncated %d of %d texts to CLIP's %d-token context (e.g. text %d had %d "
+            "tokens: %.60r...). CLIP reads only the start of long text.",
+            len(too_long),
+            len(texts),
+            context_length,
+            i,
+            n,
+            texts[i],
+        )
+    return result

@@ -8,7 +8,6 @@ a timeout, into a temporary file that replaces the target only once its digest m
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import sys
 import tempfile
@@ -16,8 +15,9 @@ import urllib.request
 from typing import Any
 
 from ..images.sources import file_sha256
+from ..redaction import package_logger
 
-logger = logging.getLogger(__name__)
+logger = package_logger(__name__)
 
 _BASE = "https://openaipublic.azureedge.net/clip/models"
 #: Published model name -> download URL (``<base>/<sha256>/<file>``).
@@ -63,6 +63,22 @@ MODELS: dict[str, str] = {
         ),
     )
 }
+
+
+class ClipWeightsUnavailableError(RuntimeError):
+    """The CLIP weights could not be downloaded or read."""
+
+
+def weights_unavailable(name: str, exc: BaseException) -> ClipWeightsUnavailableError:
+    """The error for weights of ``name`` that could not be had, and what to do instead."""
+    where = "read" if os.path.isfile(name) else "download"
+    return ClipWeightsUnavailableError(
+        f"Could not {where} the CLIP weights for {name!r} ({type(exc).__name__}: "
+        f"{exc}); pass a local checkpoint path as the model (Python: "
+        "model_name='/path/to/ViT-B-32.pt', CLI: --clip-model PATH), or 'none' "
+        "for the caption-only mode without CLIP."
+    )
+
 
 #: Seconds without data before a download is abandoned.
 DOWNLOAD_TIMEOUT_S = 60.0

@@ -10,12 +10,11 @@ same function; :data:`TOKENIZER_SETTINGS` is persisted with every index built wi
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
-import warnings
 from functools import lru_cache
 from typing import Any
+
+from .._compat.jieba_quiet import load_jieba
 
 #: Han (incl. extension A and compatibility), kana and hangul: scripts without spaces.
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
@@ -28,24 +27,6 @@ TOKENIZER_SETTINGS: dict[str, Any] = {
     "cjk": "jieba.cut_for_search",
     "latin": "lower, \\w+, english stopwords, snowball english",
 }
-
-_jieba_lock = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _jieba() -> Any:
-    with warnings.catch_warnings():  # jieba imports pkg_resources (deprecated)
-        warnings.simplefilter("ignore")
-        import jieba
-    jieba.setLogLevel(logging.WARNING)  # it prints "Building prefix dict" otherwise
-    with _jieba_lock:
-        jieba.initialize()
-    return jieba
-
-
-def quiet_jieba() -> None:
-    """Load jieba with its "Building prefix dict" chatter turned off."""
-    _jieba()
 
 
 @lru_cache(maxsize=1)
@@ -83,4 +64,16 @@ def _latin(text: str) -> list[str]:
 
 
 def _cjk(run: str) -> list[str]:
-    return [w for w in _jieba().lcut_for_search(run) if w.strip()]
+    return [w for w in load_jieba().lcut_for_search(run) if w.strip()]
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of a query as typed (CJK runs segmented), longest first: what a page
+    marks in a caption to show why it matched."""
+    words: list[str] = []
+    for part in re.split(r"\s+", query.strip()):
+        if _CJK_RUN.search(part):
+            words += [w for w in load_jieba().lcut_for_search(part) if w.strip()]
+        elif len(part) > 1:
+            words.append(part)
+    return sorted(set(words), key=len, reverse=True)

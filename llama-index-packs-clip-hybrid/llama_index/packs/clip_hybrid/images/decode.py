@@ -214,6 +214,24 @@ def thumbnail(
     return img
 
 
+#: The EXIF tag that says how an image is turned.
+EXIF_ORIENTATION = 0x0112
+
+
+def displayed_size(source: ImageInput) -> tuple[int, int]:
+    """(width, height) as the image is shown (EXIF-turned), from its header; (0, 0) when
+    it cannot be read."""
+    try:
+        opened = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+        with Image.open(opened) as img:
+            width, height = img.size
+            if img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter
+                return height, width  # as open_image gives it
+            return width, height
+    except Exception:
+        return 0, 0
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB with EXIF orientation applied."""
     with contextlib.suppress(Exception):  # a broken EXIF block should not cost the image

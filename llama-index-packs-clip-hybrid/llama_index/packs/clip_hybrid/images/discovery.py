@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 IMAGE_SUFFIXES = frozenset(
@@ -38,7 +38,10 @@ def sniff_image(path: str | os.PathLike[str]) -> bool:
 
 
 def discover_images(
-    inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = True
+    inputs: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[Path]:
     """Yield image files under ``inputs`` (files or folders), each absolute path once.
 
@@ -48,7 +51,14 @@ def discover_images(
     and its target are two paths, both yielded (each keeps its own row). SVG files are
     yielded too, so that each is reported as unsupported rather than silently left out. A path given
     explicitly is always yielded, so that a bad one is reported rather than ignored.
+    A folder that cannot be listed is passed to ``on_error(folder, reason)``.
     """
+
+    def walk_error(exc: OSError) -> None:
+        if on_error is not None:
+            reason = "permission denied" if isinstance(exc, PermissionError) else str(exc)
+            on_error(str(exc.filename or ""), f"cannot list this folder ({reason})")
+
     seen: set[str] = set()
 
     def once(path: Path) -> Iterator[Path]:
@@ -62,7 +72,7 @@ def discover_images(
         if not root.is_dir():
             yield from once(root.absolute())
             continue
-        for folder, dirs, files in os.walk(root, followlinks=False):
+        for folder, dirs, files in os.walk(root, followlinks=False, onerror=walk_error):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             if not recursive:
                 dirs[:] = []

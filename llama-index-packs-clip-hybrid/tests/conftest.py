@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
@@ -10,7 +11,6 @@ from llama_index.packs.clip_hybrid.testing.fixtures import (
     milvus_uri,
     sample_images,
     tiny_clip_checkpoint,
-    tiny_clip_embedding,
 )
 
 
@@ -21,6 +21,15 @@ def _no_paid_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "DASHSCOPE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLIP_HYBRID_CAPTIONER", "none")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_embedding(tiny_clip_checkpoint: Path) -> Any:
+    """Upstream ``ClipEmbedding`` loading the tiny checkpoint through ``clip.load``: the
+    reference our CLIP is checked against (a dev dependency, not shipped)."""
+    from llama_index.embeddings.clip import ClipEmbedding
+
+    return ClipEmbedding(model_name=str(tiny_clip_checkpoint))
 
 
 @pytest.fixture(scope="session")

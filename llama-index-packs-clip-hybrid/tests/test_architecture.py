@@ -160,3 +160,62 @@ def test_each_module_is_small_and_says_its_job(module: str) -> None:
     assert len(lines) <= MAX_LINES, f"{path.relative_to(PACKAGE)}: {len(lines)} lines"
     doc = ast.get_docstring(ast.parse(path.read_text()))
     assert doc and doc.splitlines()[0].strip(), f"{path.relative_to(PACKAGE)}: no one-line job"
+
+
+def _distribution_of(module: str) -> str | None:
+    """The distribution that provides an imported module; None for the standard library
+    and this package."""
+    import importlib.metadata
+    import sys
+
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or module.startswith(ROOT):
+        return None
+    if top == "llama_index":  # a namespace: llama_index.<kind>.<name> is its own package
+        parts = module.split(".")
+        return "llama-index-core" if parts[1] == "core" else "-".join(["llama-index", *parts[1:3]])
+    names = importlib.metadata.packages_distributions().get(top)
+    assert names, f"no installed distribution provides {module}"
+    return names[0]
+
+
+def _canonical(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_declared_dependencies_are_the_imported_ones() -> None:
+    """Every third-party module the package imports comes from a declared dependency (or an
+    extra's), and every declared dependency is imported: none rides in on another's
+    requirements, none is declared for nothing."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((PACKAGE.parents[2] / "pyproject.toml").read_text())["project"]
+    required = {_canonical(Requirement(r).name) for r in project["dependencies"]}
+    extras = {
+        _canonical(Requirement(r).name)
+        for reqs in project["optional-dependencies"].values()
+        for r in reqs
+    }
+    imported: dict[str, str] = {}
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            for target in targets:
+                dist = _distribution_of(target)
+                if dist is not None:
+                    imported.setdefault(_canonical(dist), name)
+    undeclared = {d: m for d, m in imported.items() if d not in required | extras}
+    assert not undeclared, f"imported but not declared (distribution: a module): {undeclared}"
+    # Extras may hold what only their own imports need (an extra's model wheel, say).
+    unused = sorted(required - set(imported))
+    assert not unused, f"declared but never imported: {unused}"

@@ -670,3 +670,32 @@ def test_captions_without_an_embedder_feed_bm25_then_get_vectors(
         assert result.branches == ["clip", "caption_vector", "bm25"]
     finally:
         later.store.close()
+
+
+def test_upstream_bm25s_sets_its_logger_to_debug() -> None:
+    """Canary for _compat/bm25s_logger.py: in a fresh process, importing bm25s leaves its
+    logger at DEBUG. When this fails, upstream stopped and the workaround can go."""
+    import subprocess
+    import sys
+
+    code = "import logging, bm25s; print(logging.getLogger('bm25s').level)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == str(logging.DEBUG), done.stderr
+
+
+def test_upstream_fusion_hooks_we_override_are_still_there() -> None:
+    """Canary for hybrid/fusion.py: RRFFusionRetriever overrides these private hooks of
+    QueryFusionRetriever and calls the others. A rename upstream fails here by name, not
+    somewhere inside a search."""
+    import inspect
+
+    for hook, params in {
+        "_run_nested_async_queries": ["self", "queries"],
+        "_run_sync_queries": ["self", "queries"],
+        "_run_async_queries": ["self", "queries"],
+        "_reciprocal_rerank_fusion": ["self", "results"],
+        "_retrieve": ["self", "query_bundle"],
+        "_aretrieve": ["self", "query_bundle"],
+    }.items():
+        upstream = getattr(QueryFusionRetriever, hook)
+        assert list(inspect.signature(upstream).parameters) == params, hook

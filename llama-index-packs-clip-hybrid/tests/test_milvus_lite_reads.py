@@ -1,4 +1,4 @@
-"""The store's Milvus Lite reads without gRPC (_compat/milvus_lite_reads.py) against pymilvus' answers.
+"""The store's Milvus Lite reads without gRPC (_compat/milvus_lite_reads.py) against pymilvus.
 
 Real Milvus Lite in a temp dir: rows upserted across flushes, rewritten, deleted, some
 still unflushed, with dynamic metadata. Every read runs through the in-process collection

@@ -24,8 +24,8 @@ against upstream's answer; the canaries there fail when upstream changes.
 It is used with milvus-lite 3.2.2 only, the version it was written and tested against;
 with another version the reads go through pymilvus (one warning says what that costs),
 and with ``CLIP_HYBRID_LITE_DIRECT_READS=0`` too. Delete this module when Milvus Lite
-offers an in-process client and stops walking every row (not yet reported upstream:
-this machine cannot reach GitHub; the report belongs at milvus-io/milvus-lite).
+offers an in-process client and stops walking every row (not yet reported upstream;
+the report belongs at milvus-io/milvus-lite).
 """
 
 from __future__ import annotations

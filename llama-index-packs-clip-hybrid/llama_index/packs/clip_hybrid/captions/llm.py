@@ -177,7 +177,7 @@ class LLMCaptioner(Captioner):
 
 
 def _import_openai_resources() -> None:
-    """Import the openai client's API resources now (~1.7 s on 2 cores) rather than
+    """Import the openai client's API resources now (seconds on a small CPU) rather than
     inside the first request, where they would stall every request of the first wave."""
     import openai.resources.chat  # noqa: F401
 

@@ -8,8 +8,9 @@ Same maths as ``clip.model.CLIP.encode_image``, two savings:
   represents exactly (OpenAI's published checkpoints are stored in fp16), the matrices
   are kept as packed fp16 copies only (fbgemm's ``linear_dynamic_fp16``: activations and
   sums stay fp32) and the fp32 copies are freed. The result is the fp32 model's, at half
-  the memory (-170 MB for ViT-B/32) and faster on this machine's CPU
-  (``benchmarks/bench_embedding.py``). Checkpoints with other values keep fp32.
+  the memory (-170 MB for ViT-B/32) and faster on the CPUs we measured
+  (``benchmarks/bench_embedding.py``, numbers in the README). Checkpoints with other
+  values keep fp32.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Same maths as ``clip.model.CLIP.encode_text``, three savings:
   products are bound by reading the 151 MB of fp32 weights, which fp16 halves (cosine to
   the fp32 weights >= 0.9999); and for every batch when the weights are fp16 values
   anyway (OpenAI's published checkpoints store fp16), where the copies are exact and
-  fbgemm's fp16 kernels outrun the fp32 ones on this machine's CPU (256 texts: 66-83 vs
-  64-67 texts/s).
+  fbgemm's fp16 kernels outran the fp32 ones on the CPUs we measured
+  (``benchmarks/bench_embedding.py``, numbers in the README).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .._compat.bm25s_logger import quiet_bm25s_logger
 from .._util import user_cache_dir
 from ..milvus.captions import CaptionStore
 from ..redaction import package_logger
@@ -214,21 +214,12 @@ def _log_damage(folder: Path, exc: Exception) -> None:
         type(exc).__name__,
         str(exc)[:200],
     )
-    return None
-
-
-def _quiet_bm25s() -> None:
-    """bm25s sets its own logger to DEBUG at import (bm25s 0.3.16), so any application that
-    configures logging prints "Building index from IDs objects" on every build."""
-    bm25s_logger = logging.getLogger("bm25s")
-    if bm25s_logger.level < logging.WARNING:
-        bm25s_logger.setLevel(logging.WARNING)
 
 
 def _make_retriever(*, nodes: list[Any]) -> Any:
     from llama_index.retrievers.bm25 import BM25Retriever
 
-    _quiet_bm25s()
+    quiet_bm25s_logger()
     return BM25Retriever(
         nodes=nodes,
         token_pattern=TOKEN_PATTERN,

@@ -11,7 +11,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from llama_index.packs.clip_hybrid.testing.api_stub import ApiStub
@@ -23,7 +22,6 @@ __all__ = [
     "milvus_uri",
     "sample_images",
     "tiny_clip_checkpoint",
-    "tiny_clip_embedding",
 ]
 
 
@@ -60,14 +58,6 @@ def tiny_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not path.exists():
             make_tiny_clip_checkpoint(path, seed=0)
     return path
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_embedding(tiny_clip_checkpoint: Path) -> Any:
-    """Upstream ``ClipEmbedding`` loading the tiny checkpoint through ``clip.load``."""
-    from llama_index.embeddings.clip import ClipEmbedding
-
-    return ClipEmbedding(model_name=str(tiny_clip_checkpoint))
 
 
 @pytest.fixture(scope="session")

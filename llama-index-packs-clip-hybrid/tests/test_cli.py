@@ -156,18 +156,21 @@ def test_failures_exit_1_with_one_line(tmp_path, tiny_clip_checkpoint, run_cli) 
     assert len(no_weights.stderr.strip().splitlines()) == 1
     assert "checkpoint" in no_weights.stderr
 
-    with pytest.raises(ValueError, match=r"missing\.pt"):  # --debug lets it propagate
-        main(
-            [
-                "index",
-                str(tmp_path),
-                "--db",
-                str(tmp_path / "y.db"),
-                "--clip-model",
-                str(tmp_path / "missing.pt"),
-                "--debug",
-            ]
+    # --debug: the traceback, with any key it carries masked (an API error can echo the
+    # key it was sent; here the key is in the missing checkpoint's path)
+    import os
+
+    key = "WRONGKEY-abcdefgh1234"
+    os.environ["OPENAI_API_KEY"] = key
+    try:
+        debug = run_cli(
+            *("index", str(tmp_path), "--db", str(tmp_path / "y.db")),
+            *("--clip-model", str(tmp_path / f"{key}.pt"), "--debug"),
         )
+    finally:
+        del os.environ["OPENAI_API_KEY"]
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "***.pt" in debug.stderr and key not in debug.stderr, debug.stderr[-600:]
 
 
 def test_installed_command_runs_as_a_program(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -450,3 +453,26 @@ def test_serve_binds_ipv6_loopback_and_answers_allowed_host_names(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_log_lines_escape_file_names_too(tmp_path, tiny_clip_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """The program's warnings (a skipped file) name files as its output does: escaped."""
+    from PIL import Image
+
+    folder = tmp_path / "esc"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (9, 90, 9)).save(folder / "fine.png")
+    (folder / "evil\n  1. 0.9999  shadow \x1b[2J\x1b[31mRED.png").write_bytes(b"not an image")
+    script = Path(sys.executable).parent / "clip-hybrid"
+    done = subprocess.run(
+        [
+            *(str(script), "index", str(folder), "--db", str(tmp_path / "e.db")),
+            *("--clip-model", str(tiny_clip_checkpoint), "--captioner", "none"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout + done.stderr and "\\x1b[2J" in done.stderr, done.stderr
+    assert "\n  1. 0.9999" not in done.stdout + done.stderr

@@ -425,3 +425,39 @@ def test_damaged_bm25_and_caption_cache_files_are_rebuilt_with_one_warning(
     with caplog.at_level(logging.WARNING), pack() as p:  # rebuilt: no warnings now
         assert p.search("系统架构图", mode="hybrid").hits
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_two_users_of_one_damaged_caption_cache_recover_it_once(tmp_path, caplog) -> None:
+    """Two processes share the user's caption cache (two connections here). The first to
+    meet the damage moves the file aside; the second, still holding the damaged file,
+    must not move the first one's fresh cache aside too (captions paid for lost)."""
+    import random
+
+    from llama_index.packs.clip_hybrid.captions.base import Caption
+    from llama_index.packs.clip_hybrid.captions.cache import CaptionCache
+
+    path = tmp_path / "captions.sqlite"
+    digests = [f"{i:064x}" for i in range(2000)]
+    cache = CaptionCache(path)
+    for digest in digests:
+        cache.put(digest, "k", "stub", Caption("a caption of some length " * 4))
+    cache.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # pages in the middle, not the header: both open fine
+        f.seek(size // 2)
+        f.write(random.Random(0).randbytes(8192))
+    first, second = CaptionCache(path), CaptionCache(path)
+    with caplog.at_level(logging.WARNING):
+        assert first.get_many(digests, "k") == {}  # damaged: moved aside, started again
+        first.put("a" * 64, "k", "stub", Caption("paid for by the first"))
+        assert second.get_many(digests, "k") == {}  # the damaged file: reopens the new one
+        second.put("b" * 64, "k", "stub", Caption("paid for by the second"))
+        first.put("c" * 64, "k", "stub", Caption("and the first again"))
+    fresh = CaptionCache(path)
+    assert len(fresh) == 3 and set(fresh.get_many(["a" * 64, "b" * 64, "c" * 64], "k")) == {
+        "a" * 64,
+        "b" * 64,
+        "c" * 64,
+    }
+    assert sum("is damaged" in r.getMessage() for r in caplog.records) == 1
+    assert len(list(tmp_path.glob("captions.sqlite.damaged-*[0-9]"))) == 1

@@ -29,6 +29,8 @@ from PIL import Image
         ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
         ("2001:0:4136:e378::1", False),  # Teredo
         ("fec0::1", False),  # site-local
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::ffff:0:7f00:1", False),  # IPv4-translated 127.0.0.1
         ("8.8.8.8", True),
         ("2606:4700:4700::1111", True),
     ],
@@ -157,3 +159,48 @@ def test_a_redirect_to_another_scheme_is_refused_and_never_dialled(scheme: str) 
     finally:
         outer.close()
         ftp.close()
+
+
+def _one_reply(head: bytes, body_bytes: list[bytes], pause: float) -> str:
+    """A loopback server that answers one request with ``head``, then the body pieces
+    ``pause`` seconds apart, then closes; its URL."""
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(head)
+            for piece in body_bytes:
+                time.sleep(pause)
+                conn.sendall(piece)
+        server.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/a.png"
+
+
+def test_a_slow_drip_cannot_hold_a_fetch_past_its_deadline() -> None:
+    """One byte every 0.3 s never trips a per-read timeout of 1 s; the whole fetch still
+    ends at about its timeout."""
+    import time
+
+    from llama_index.packs.clip_hybrid.images.fetch import fetch_public_url
+
+    url = _one_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", [b"x"] * 20, 0.3)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="longer than 1 s"):
+        fetch_public_url(url, max_bytes=10**6, timeout=1.0, allow=lambda _: True)
+    assert time.monotonic() - started < 3  # 20 bytes would take 6 s
+
+
+def test_a_body_shorter_than_its_content_length_is_an_error() -> None:
+    from llama_index.packs.clip_hybrid.images.fetch import fetch_public_url
+
+    url = _one_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", [b"x" * 12], 0)
+    with pytest.raises(OSError, match="ended early"):
+        fetch_public_url(url, max_bytes=10**6, timeout=5.0, allow=lambda _: True)

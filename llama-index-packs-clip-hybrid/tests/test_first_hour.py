@@ -233,3 +233,22 @@ def test_the_no_clip_mode_counts_no_forward_passes(tmp_path, image_dir, stub, ca
     assert code == 0, err
     report = json.loads(out)
     assert report["indexed"] > 0 and report["forward_passes"] == 0
+
+
+def test_a_branch_that_cannot_run_loads_no_model_for_it(captioned) -> None:
+    """Captions stored without vectors, a pack configured for local caption vectors: the
+    hybrid search skips that branch without loading MiniLM first (it took 22 s)."""
+    code = (
+        "import sys\n"
+        "from llama_index.packs.clip_hybrid import ClipHybridPack\n"
+        f"pack = ClipHybridPack(uri={captioned!r}, caption_embed='local', captioner='none')\n"
+        "result = pack.search('系统架构图', mode='hybrid')\n"
+        "print(result.branches)\n"
+        "print(any(m.startswith(('sentence_transformers', 'llama_index.embeddings.hugging'))"
+        " for m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    branches, loaded = done.stdout.strip().splitlines()[-2:]
+    assert "caption_vector" not in branches and "bm25" in branches
+    assert loaded == "False"

@@ -699,3 +699,32 @@ def test_upstream_fusion_hooks_we_override_are_still_there() -> None:
     }.items():
         upstream = getattr(QueryFusionRetriever, hook)
         assert list(inspect.signature(upstream).parameters) == params, hook
+
+
+def test_concurrent_first_searches_build_the_bm25_index_once(hybrid_pack) -> None:
+    """A server's first searches arrive together: the missing BM25 index is built by one
+    of them and shared (they all persisted into one folder at once, and one failed)."""
+    import threading
+
+    def first_search(
+        barrier: threading.Barrier, got: list[object], errors: list[BaseException]
+    ) -> None:
+        barrier.wait()
+        try:
+            got.append(hybrid_pack.bm25.index())
+        except BaseException as exc:  # every failure is the finding
+            errors.append(exc)
+
+    for _ in range(5):
+        hybrid_pack.bm25.drop()
+        barrier = threading.Barrier(6)
+        got: list[object] = []
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(target=first_search, args=(barrier, got, errors)) for _ in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and len({id(index) for index in got}) == 1 and got[0] is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -334,3 +335,41 @@ def test_ingestion_loads_only_the_image_tower(milvus_uri, tiny_clip_checkpoint, 
     assert pack.embed_model.loaded_towers == {"visual"}
     assert len(pack.run("system architecture diagram")) == 3  # the text tower loads now
     assert pack.embed_model.loaded_towers == {"visual", "text"}
+
+
+def test_a_zero_vector_from_a_custom_embedder_fails_its_image_not_the_index(
+    milvus_uri, image_dir
+) -> None:
+    """An embedder that returns all zeros for one image: that image is a named failure.
+    Stored, the zero vector would make every later search refuse the index as damaged."""
+    from llama_index.core.embeddings import MultiModalEmbedding
+
+    blank = sorted(image_dir.rglob("*.png"))[0]
+
+    class Picky(MultiModalEmbedding):
+        def _vector(self, key: str) -> list[float]:
+            if key == str(blank):
+                return [0.0] * 8
+            digest = hashlib.sha256(key.encode()).digest()
+            return [b / 255 + 0.01 for b in digest[:8]]
+
+        def _get_image_embedding(self, img_file_path):  # type: ignore[no-untyped-def]
+            return self._vector(str(img_file_path))
+
+        async def _aget_image_embedding(self, img_file_path):  # type: ignore[no-untyped-def]
+            return self._vector(str(img_file_path))
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._vector(text)
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._vector(query)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._vector(query)
+
+    with ClipHybridPack(uri=milvus_uri, embed_model=Picky(model_name="picky")) as pack:
+        report = pack.ingest(image_dir)
+        assert [f.path for f in report.failed] == [str(blank)]
+        assert "zero or non-finite vector" in report.failed[0].reason
+        assert pack.search("a chart", mode="text").hits  # the index is not "damaged"

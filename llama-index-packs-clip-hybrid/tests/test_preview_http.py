@@ -122,6 +122,50 @@ def test_only_this_servers_host_names_are_served(running) -> None:
         assert status == 421 and b"own address" in body
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "[::1]evil.example",
+        "[::1].evil.example:80",
+        "localhost:evil.example",
+        "localhost.",
+        "localhost:99999",
+        "loc alhost",
+        "",
+    ],
+)
+def test_a_host_header_is_a_name_and_a_port_or_nothing(running, host: str) -> None:
+    server, _ = running
+    reply = _raw(
+        server,
+        f"GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert reply.startswith(b"HTTP/1.1 421"), (host, reply[:80])
+
+
+def test_a_server_on_every_interface_refuses_names_it_was_not_given(indexed, fast_clip) -> None:
+    """Bound to 0.0.0.0 it answers IP addresses (no DNS rebinding without a name), its
+    loopback and host names, and --allow-host names; not a stranger's name. With an
+    allowed name, loopback still works (it used to be refused)."""
+    pack = ClipHybridPack(uri=str(indexed), embed_model=fast_clip, captioner="none")
+    for extra, named in (((), None), (("mybox.lan",), "mybox.lan")):
+        server = PreviewServer(PreviewApp(pack), "0.0.0.0", 0, extra, channel_timeout=2)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = server.server_address[1]
+            url = f"http://127.0.0.1:{port}/api/status"
+            for host in (f"127.0.0.1:{port}", "localhost", f"10.1.2.3:{port}", f"[::1]:{port}"):
+                assert _call(url, headers={"Host": host})[0] == 200, (extra, host)
+            assert _call(url, headers={"Host": socket.gethostname()})[0] == 200
+            assert _call(url, headers={"Host": f"evil.example:{port}"})[0] == 421
+            if named:
+                assert _call(url, headers={"Host": f"{named}:{port}"})[0] == 200
+        finally:
+            server.shutdown()
+    pack.close()
+
+
 def test_cross_origin_writes_are_refused(running) -> None:
     server, url = running
     query = json.dumps({"mode": "text", "query": "x"}).encode()
@@ -130,6 +174,9 @@ def test_cross_origin_writes_are_refused(running) -> None:
     assert plain[0] == form[0] == 415
     other = _call(url + "/api/search", query, {"Origin": "http://evil.example"})
     assert other[0] == 403
+    port = server.server_address[1]
+    for origin in (f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}", "null"):
+        assert _call(url + "/api/search", query, {"Origin": origin})[0] == 403, origin
     own = _call(
         url + "/api/search", query, {"Origin": f"http://127.0.0.1:{server.server_address[1]}"}
     )
@@ -205,6 +252,7 @@ def test_malformed_input_is_a_4xx_not_a_500(running, indexed) -> None:
         (b"[" * 100_000 + b"]" * 100_000, 400),  # deeper than any parser's recursion
         (b'{"mode": "text", "query": "x", "top_k": ' + b"9" * 5000 + b"}", 400),
         ({"mode": "text", "query": "x", "top_k": True}, 400),
+        ({"mode": "image", "image_id": first["id"], "keep_self_hit": "false"}, 400),
     ]
     for body, status in cases:
         got, text = _call(url + "/api/search", body)

@@ -197,3 +197,36 @@ def test_a_401_that_echoes_the_key_is_redacted_and_the_other_branches_answer(
     assert any("Incorrect API key" in text for text in outputs)  # the echo was there ...
     for text in outputs:
         assert refused not in text  # ... and the key was not
+
+
+def test_key_shaped_file_names_are_data_and_short_keys_are_still_keys(
+    tmp_path, tiny_clip_checkpoint, capsys, monkeypatch
+) -> None:
+    """Results are the user's data: a file named like a bearer token or containing
+    "sk-" prints as it is, and --json stays valid. A 6-character key (a local proxy's)
+    is masked wherever a message carries it."""
+    import json
+
+    from llama_index.packs.clip_hybrid.cli import main
+    from llama_index.packs.clip_hybrid.redaction import redact
+    from PIL import Image
+
+    folder = tmp_path / "names"
+    folder.mkdir()
+    names = ["Bearer bond.png", "desk-lamp.png", "api_key=notes.png", "task-sk-list-2024-06-01.png"]
+    for i, name in enumerate(names):
+        Image.new("RGB", (40, 30), (60 * i, 20, 200)).save(folder / name)
+    db = ["--db", str(tmp_path / "k.db"), "--clip-model", str(tiny_clip_checkpoint)]
+    assert main(["index", str(folder), *db, "--captioner", "none", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["search", "a lamp", *db, "--json", "--top-k", "4"]) == 0
+    shown = {r["path"] for r in json.loads(capsys.readouterr().out)["results"]}
+    assert shown == {str(folder / name) for name in names}
+    assert main(["search", "a lamp", *db, "--top-k", "4"]) == 0
+    plain = capsys.readouterr().out
+    assert all(name in plain for name in names), plain
+    monkeypatch.setenv("OPENAI_API_KEY", "short1")
+    assert (
+        redact("401: Incorrect API key provided: short1.")
+        == "401: Incorrect API key provided: ***."
+    )

@@ -11,9 +11,17 @@ from llama_index.packs.clip_hybrid.testing.fixtures import (
     milvus_uri,
     sample_images,
     tiny_clip_checkpoint,
-    tiny_clip_embedding,
 )
 from llama_index.vector_stores.milvus import MilvusVectorStore
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_embedding(tiny_clip_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """LlamaIndex's own ClipEmbedding over the tiny checkpoint: the retriever is shown
+    wrapping the plain upstream stack."""
+    from llama_index.embeddings.clip import ClipEmbedding
+
+    return ClipEmbedding(model_name=str(tiny_clip_checkpoint))
 
 
 class ImageCorpus:

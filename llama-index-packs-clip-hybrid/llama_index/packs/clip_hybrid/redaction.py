@@ -5,6 +5,10 @@ messages on the command line, log records of the package's loggers (:func:`packa
 hybrid branch failures, the preview page's errors. A service's error can echo the key it
 was sent (some proxies do): known keys (given to a client, or in the usual environment
 variables) are replaced wherever they appear, and key-shaped strings besides.
+
+Results (paths, captions, scores) are the user's data, not messages: they go through
+:func:`redact_known` only, which masks the exact keys this process knows and nothing
+shaped like one (a file named ``desk-lamp.png`` or ``Bearer bond.png`` stays as it is).
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ import os
 import re
 import threading
 
-_KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+|api[_-]?key=\S+)", re.I)
+#: Key-shaped text in messages: OpenAI-style keys (a word starting ``sk-``, 16 characters
+#: on), bearer tokens, ``api_key=`` values. None of them reaches past a quote or a space.
+_KEY_PATTERN = re.compile(
+    r"(\bsk-[A-Za-z0-9_\-*]{16,}|\bBearer\s+[^\s\"',;]+|\bapi[_-]?key=[^\s\"'&,;]+)", re.I
+)
 MASK = "***"
 #: Environment variables whose values are secrets.
 SECRET_VARIABLES = ("OPENAI_API_KEY", "DASHSCOPE_API_KEY", "MILVUS_TOKEN")
-#: Shorter values are not treated as secrets (they would mask ordinary words).
-MIN_SECRET_LENGTH = 8
+#: Shorter values are not treated as secrets (they would mask ordinary words): a key of
+#: 6 characters (a local proxy's, say) is masked, one of 5 is not.
+MIN_SECRET_LENGTH = 6
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -33,14 +42,22 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every known secret and anything that looks like an API key masked."""
+    """``text`` (a message) with every known secret and anything that looks like an API
+    key masked."""
+    return _KEY_PATTERN.sub(MASK, redact_known(text))
+
+
+def redact_known(text: str) -> str:
+    """``text`` (data: a path, a caption) with the keys this process knows masked."""
     with _lock:
         known = set(_known)
-    known.update(v for name in SECRET_VARIABLES if len(v := os.environ.get(name, "")) >= 8)
+    known.update(
+        v for name in SECRET_VARIABLES if len(v := os.environ.get(name, "")) >= MIN_SECRET_LENGTH
+    )
     for secret in sorted(known, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
-    return _KEY_PATTERN.sub(MASK, text)
+    return text
 
 
 class RedactingFilter(logging.Filter):

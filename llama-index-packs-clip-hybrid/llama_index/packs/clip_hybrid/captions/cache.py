@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -69,14 +69,24 @@ class CaptionCache:
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
         try:
+            self._inode = self._path_inode()  # the file this connection reads (if any yet)
             with conn:
                 if self.path != ":memory:":
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(_SCHEMA)
+            self._inode = self._path_inode()
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _path_inode(self) -> int | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            return os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
 
     def _guarded(self, work: Callable[[], T]) -> T:
         """Run ``work`` (holding the lock); when SQLite says the file is damaged ("file
@@ -88,25 +98,32 @@ class CaptionCache:
         except sqlite3.DatabaseError as exc:
             if type(exc) is not sqlite3.DatabaseError or self.path == ":memory:":
                 raise
-            self._move_aside(exc)
-            self._conn = self._open()
+            self._recover(exc)
             return work()
 
-    def _move_aside(self, exc: Exception) -> None:
+    def _recover(self, exc: Exception) -> None:
+        """Move the damaged file aside and open a new one, once for all the processes
+        sharing this cache: under a lock file, and only if the file at the path is still
+        the one this connection found damaged (another process may have recovered it
+        already: then this one just opens the new file)."""
         conn = getattr(self, "_conn", None)
         if conn is not None:
             conn.close()
-        aside = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path + suffix, aside + suffix)
-        logger.warning(
-            "The caption cache %s is damaged (%s): moved to %s and started again; "
-            "captions not in the index will be asked for again.",
-            self.path,
-            exc,
-            aside,
-        )
+        with _file_lock(self.path + ".lock"):
+            found = self._path_inode()
+            if found is not None and found == getattr(self, "_inode", None):
+                aside = _unused_name(f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(self.path + suffix, aside + suffix)
+                logger.warning(
+                    "The caption cache %s is damaged (%s): moved to %s and started again; "
+                    "captions not in the index will be asked for again.",
+                    self.path,
+                    exc,
+                    aside,
+                )
+            self._conn = self._open()
 
     def __repr__(self) -> str:
         return f"CaptionCache({self.path!r})"
@@ -162,3 +179,28 @@ class CaptionCache:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _unused_name(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``...: the first name no file has."""
+    name, n = base, 1
+    while os.path.lexists(name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+@contextlib.contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """An exclusive lock between processes (POSIX ``flock``; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -215,7 +215,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         output.warning(
             f"serving on {args.host}: anyone who can reach it can search your index and "
-            "see its images."
+            "see its images. It answers IP addresses and this machine's names; give any "
+            "other name it is reached by with --allow-host."
         )
     require_index(args)
     with make_pack(args, captioner="none") as pack:

@@ -1,8 +1,8 @@
 """``clip-hybrid``'s entry point: parse, set the process up, run one subcommand, exit.
 
 Exit codes: 0 success (also when some files were skipped and reported), 2 usage errors,
-1 anything else, with a one-line message on stderr that names command-line flags (a
-traceback only with --debug).
+1 anything else, with a one-line message on stderr that names command-line flags (after
+the traceback, keys masked, with --debug).
 """
 
 from __future__ import annotations
@@ -26,17 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if own_process:
         quiet.quiet(args.debug)
     else:
-        logging.basicConfig(
-            level=logging.DEBUG if args.debug else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
+        quiet.configure_logging(args.debug)
     from ..options import OptionError
 
     try:
         return _dispatch(args, progress=progress, own_process=own_process)
     except (UsageError, OptionError) as exc:
         if args.debug and isinstance(exc, OptionError):
-            raise
+            _print_traceback()
         parser.print_usage(sys.stderr)
         output.error(_message(exc))
         return 2
@@ -48,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if args.debug:
-            raise
+            _print_traceback()
         output.error(_message(exc))
         return 1
     finally:
@@ -76,6 +73,16 @@ def _dispatch(args: object, *, progress: bool, own_process: bool) -> int:
     if command == "eval":
         return run_eval(args)  # type: ignore[arg-type]
     return run_serve(args)  # type: ignore[arg-type]
+
+
+def _print_traceback() -> None:
+    """The traceback of the exception being handled (--debug), with keys masked: an API
+    error can echo the key it was sent."""
+    import traceback
+
+    from ..redaction import redact
+
+    sys.stderr.write(redact(traceback.format_exc()))
 
 
 def _message(exc: BaseException) -> str:

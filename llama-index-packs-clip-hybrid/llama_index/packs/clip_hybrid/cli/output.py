@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from ..redaction import redact
+from ..redaction import redact, redact_known
 
 
 def escape(text: Any) -> str:
@@ -49,13 +49,24 @@ def _valid_text(value: Any) -> Any:
 
 
 def print_json(payload: dict[str, Any]) -> None:
-    """One JSON object on stdout (UTF-8, keys of secrets never in it)."""
-    print(redact(json.dumps(_valid_text(payload), ensure_ascii=False)))
+    """One JSON object on stdout (UTF-8; the keys this process knows never in it). Its
+    strings are the user's data: only exact known keys are masked, in each value."""
+    print(json.dumps(_known_masked(_valid_text(payload)), ensure_ascii=False))
 
 
 def line(text: str) -> None:
-    """One line for people on stdout (already escaped pieces, keys redacted)."""
-    print(redact(text))
+    """One line for people on stdout (already escaped pieces, known keys masked)."""
+    print(redact_known(text))
+
+
+def _known_masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_known(value)
+    if isinstance(value, dict):
+        return {k: _known_masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_known_masked(v) for v in value]
+    return value
 
 
 def error(message: str) -> None:

@@ -29,12 +29,36 @@ NOISE = re.compile(
 _state: dict[str, object] = {}
 
 
+class TerminalFormatter(logging.Formatter):
+    """Log lines with control characters escaped, as the command's own output is: a file
+    name carrying a newline or an ANSI escape cannot forge or recolour a line. Tracebacks
+    (``--debug``) keep their line breaks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .output import escape
+
+        escaped = logging.makeLogRecord(record.__dict__)
+        escaped.msg, escaped.args = escape(record.getMessage()), None  # one line
+        head, _, trace = super().format(escaped).partition("\n")
+        if not trace:
+            return head
+        return "\n".join([head, *(escape(line) for line in trace.split("\n"))])
+
+
+def configure_logging(debug: bool) -> None:
+    """Log records to stderr, escaped (a no-op when the process configured logging)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
 def quiet(debug: bool) -> None:
     """Set up the process for a normal run (or, with ``debug``, for seeing everything)."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(debug)
     if debug:
         return
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

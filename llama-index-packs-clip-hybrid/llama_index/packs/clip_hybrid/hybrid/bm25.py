@@ -12,11 +12,13 @@ has already segmented (jieba for Chinese, stemmed English), read back with the p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +166,14 @@ class CaptionBM25Index:
             shutil.rmtree(old, ignore_errors=True)  # left by a crash between the renames
             if target.exists():
                 os.replace(target, old)
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Another process persisted between our two renames: its index is as
+                # new as ours (both were built from the stored captions). Keep it.
+                logger.debug("BM25 index at %s was written by another process.", target)
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -246,9 +255,16 @@ class PersistentBM25:
         self.path = path
         self._index: CaptionBM25Index | None = None
         self._loaded = False
+        # One builder at a time: concurrent first searches of a server (the preview) all
+        # found the index missing and persisted into one folder at once.
+        self._lock = threading.RLock()
 
     def refresh(self) -> CaptionBM25Index | None:
         """Rebuild from the caption collection when captions changed, and persist it."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> CaptionBM25Index | None:
         if not self.captions.open_existing():
             self._index, self._loaded = None, True
             return None
@@ -271,14 +287,16 @@ class PersistentBM25:
         answer for the images indexed again under the same ids)."""
         if not self.captions.open_existing():
             return None
-        if not self._loaded:
-            loaded = CaptionBM25Index.load(self.path)
-            if loaded is None:
-                return self.refresh()
-            self._index, self._loaded = loaded, True
-        return self._index
+        with self._lock:
+            if not self._loaded:
+                loaded = CaptionBM25Index.load(self.path)
+                if loaded is None:
+                    return self._refresh()
+                self._index, self._loaded = loaded, True
+            return self._index
 
     def drop(self) -> None:
         """Delete the persisted index (the captions are dropped with it)."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._index, self._loaded = None, False
+        with self._lock:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._index, self._loaded = None, False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,10 +32,14 @@ class UrlRefusedError(ValueError):
 
 
 #: IPv6 ranges that lead to IPv4 hosts or are not globally unique (Python's is_global
-#: counts some of them as global).
+#: counts some of them as global): NAT64, 6to4, Teredo, site-local, IPv4-compatible
+#: (``::a.b.c.d``) and IPv4-translated (``::ffff:0:a.b.c.d``).
 _NOT_PUBLIC_V6 = tuple(
     ipaddress.ip_network(net)
-    for net in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "fec0::/10")
+    for net in (
+        *("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "fec0::/10"),
+        *("::/96", "::ffff:0:0:0/96"),
+    )
 )
 
 
@@ -147,16 +152,32 @@ def fetch_public_url(
     allow: Callable[[str], bool] = is_public_address,
 ) -> bytes:
     """The body of ``url`` (http or https, at most ``max_bytes``), fetched only from
-    addresses ``allow`` accepts (public ones by default)."""
+    addresses ``allow`` accepts (public ones by default), within ``timeout`` seconds in
+    all (a server sending a byte now and then cannot hold a run), and whole (a body
+    shorter than its ``Content-Length`` is an error, not a truncated image)."""
     if not url.lower().startswith(("http://", "https://")):
         raise UrlRefusedError(f"only http and https image URLs are fetched, not {url[:40]!r}")
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
     try:
         with _opener(allow).open(url, timeout=timeout) as response:
-            data: bytes = response.read(max_bytes + 1)
+            while size <= max_bytes:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the image URL took longer than {timeout:g} s")
+                chunk = response.read1(min(65536, max_bytes + 1 - size))
+                if not chunk:
+                    if response.length:  # bytes promised by Content-Length, never sent
+                        raise http.client.IncompleteRead(b"".join(chunks), response.length)
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, UrlRefusedError):
             raise exc.reason from None
         raise
-    if len(data) > max_bytes:
+    except http.client.IncompleteRead as exc:
+        raise OSError(f"the image URL's body ended early ({len(exc.partial)} bytes)") from None
+    if size > max_bytes:
         raise UrlRefusedError(f"the image at the URL is larger than {max_bytes // 2**20} MB")
-    return data
+    return b"".join(chunks)

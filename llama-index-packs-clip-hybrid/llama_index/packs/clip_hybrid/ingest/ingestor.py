@@ -20,12 +20,7 @@ from PIL import Image
 from .._util import chunks
 from ..clip.embedding import FastClipEmbedding
 from ..clip.no_clip import NoClipEmbedding
-from ..images.decode import (
-    DEFAULT_MAX_PIXELS,
-    ImageLoadError,
-    displayed_size,
-    open_working_image,
-)
+from ..images.decode import DEFAULT_MAX_PIXELS, ImageLoadError, displayed_size, open_working_image
 from ..images.discovery import bytes_node_id, discover_images, image_node_id, printable_path
 from ..images.sources import ImageSourceError, file_sha256, node_source
 from ..memory import release_free_memory
@@ -42,7 +37,7 @@ from .rows import (
     user_fields,
 )
 from .sync import stale_rows
-from .vectors import VectorCache, embed_images
+from .vectors import NOT_A_VECTOR, VectorCache, embed_images, is_unit
 
 logger = package_logger(__name__)
 
@@ -329,6 +324,9 @@ class ImageIngestor:
             if not isinstance(self.embed_model, NoClipEmbedding):  # the placeholder runs no model
                 report.forward_passes += len(decoded)
             for (item, _), vector in zip(decoded, vectors, strict=True):
+                if not is_unit(vector):  # stored, it would read as a damaged index
+                    report.failed.append(IngestFailure(item.path or item.id, NOT_A_VECTOR))
+                    continue
                 item.vector = vector
                 self._vectors.put(item.sha256, vector)
         failed = {f.path for f in report.failed}

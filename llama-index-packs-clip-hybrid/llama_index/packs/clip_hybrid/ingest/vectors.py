@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,17 @@ def embed_images(
             buf.seek(0)
             sources.append(buf)
     return [unit_vector(v) for v in model.get_image_embedding_batch(sources)]
+
+
+#: Why an image whose vector is not a unit vector after normalising is not stored.
+NOT_A_VECTOR = "the embedding model returned a zero or non-finite vector"
+
+
+def is_unit(vector: Sequence[float]) -> bool:
+    """Whether ``vector`` has length 1 (what every stored vector has: a zero or NaN from
+    an embedder, stored, would make the index read as damaged)."""
+    norm = math.sqrt(math.fsum(v * v for v in vector))
+    return math.isfinite(norm) and abs(norm - 1.0) < 1e-3
 
 
 class VectorCache:

@@ -7,16 +7,22 @@ idle and half-sent requests, a listen backlog of 1024, and a cap on connections.
 
 Guards in front of the app:
 
-- **Host**: only loopback names (and the address it was bound to, and ``allow_hosts``)
-  are served, so a web page on another origin cannot reach it through DNS rebinding. A
-  server bound to every interface (``0.0.0.0``) without ``allow_hosts`` serves any Host.
+- **Host**: only loopback names, the address it was bound to and ``allow_hosts`` are
+  served, so a web page on another origin cannot reach it through DNS rebinding (which
+  needs a *name* the attacker controls). A server bound to every interface (``0.0.0.0``,
+  ``::``) also answers any IP address and this machine's own host names; other names
+  only when given in ``allow_hosts``. A Host header that is not a plain name or address
+  with an optional port is refused.
 - **Cross-origin writes**: a POST must be ``application/json`` (a form or ``text/plain``
   POST is what a page on another origin can send without asking), and an ``Origin``
-  header, when the browser sends one, must name this server.
+  header, when the browser sends one, must be this server's scheme, host and port.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,20 +44,52 @@ CHANNEL_TIMEOUT = 30
 CONNECTION_LIMIT = 100
 
 
-def _host_name(value: str) -> str:
-    """The name in a Host header or URL netloc, without its port (``[::1]:8000`` -> ``::1``)."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+_HOST_HEADER = re.compile(
+    r"^(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::(?P<port>\d{1,5}))?$"
+)
+
+
+def _host_and_port(value: str) -> tuple[str, int | None] | None:
+    """The host and port of a Host header or an Origin's netloc (``[::1]:8000`` ->
+    ``("::1", 8000)``); None for anything else (a space, a second colon, text after ``]``)."""
+    match = _HOST_HEADER.match(value.lower())
+    if match is None:
+        return None
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    return match["v6"] or match["name"], int(port) if port else None
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class HostPolicy:
+    """Which Host values a server answers (see the module docstring)."""
+
+    def __init__(self, bind_host: str, extra: Iterable[str] = ()) -> None:
+        self.wildcard = bind_host in WILDCARD_HOSTS
+        names = {*LOOPBACK_HOSTS, bind_host.lower(), *(h.lower() for h in extra)}
+        if self.wildcard:
+            for own in (socket.gethostname(), socket.getfqdn()):
+                names.add(own.lower())
+        self.names = frozenset(n for n in names if n)
+
+    def allows(self, host: str) -> bool:
+        return host in self.names or (self.wildcard and _is_ip_address(host))
 
 
 class Guarded:
     """The WSGI application: the Host and cross-origin checks, then :class:`PreviewApp`."""
 
-    def __init__(self, app: PreviewApp, allowed_hosts: Iterable[str] | None) -> None:
+    def __init__(self, app: PreviewApp, hosts: HostPolicy) -> None:
         self.app = app
-        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+        self.hosts = hosts
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         response = self._respond(environ)
@@ -67,15 +105,16 @@ class Guarded:
 
     def _respond(self, environ: dict[str, Any]) -> Response:
         method = environ.get("REQUEST_METHOD", "GET")
-        host = _host_name(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
-        if self.allowed is not None and host not in self.allowed:
+        header = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        parsed = _host_and_port(header)
+        if parsed is None or not self.hosts.allows(parsed[0]):
             return json_response({"error": "this server answers to its own address only"}, 421)
         if method == "POST":
             kind = (environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
             if kind != "application/json":
                 return json_response({"error": "send JSON (Content-Type: application/json)"}, 415)
             origin = environ.get("HTTP_ORIGIN")
-            if origin is not None and _host_name(urlsplit(origin).netloc) != host:
+            if origin is not None and not _same_origin(origin, parsed):
                 return json_response({"error": "cross-origin requests are refused"}, 403)
         body = b""
         if method == "POST":
@@ -104,13 +143,14 @@ _REASONS = {
 }
 
 
-def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> set[str] | None:
-    """Host names served for a server bound to ``bind_host``: loopback names, the bound
-    address and ``extra``; None (any) for a wildcard bind without ``extra``."""
-    extra = {h.lower() for h in extra}
-    if bind_host in WILDCARD_HOSTS:
-        return extra or None
-    return {*LOOPBACK_HOSTS, bind_host.lower(), *extra}
+def _same_origin(origin: str, host: tuple[str, int | None]) -> bool:
+    """Whether a browser's ``Origin`` is this server as the request reached it: scheme
+    http (the server speaks nothing else), the Host's name and port (80 when absent)."""
+    parts = urlsplit(origin)
+    theirs = _host_and_port(parts.netloc)
+    if parts.scheme != "http" or theirs is None:
+        return False
+    return (theirs[0], theirs[1] or 80) == (host[0], host[1] or 80)
 
 
 class PreviewServer:
@@ -130,7 +170,7 @@ class PreviewServer:
 
         self.app = app
         self._server = create_server(
-            Guarded(app, allowed_hosts(host, allow_hosts)),
+            Guarded(app, HostPolicy(host, allow_hosts)),
             host=host,
             port=port,
             threads=THREADS,
@@ -153,9 +193,11 @@ class PreviewServer:
                 raise
 
     def shutdown(self) -> None:
+        """Stop: the worker threads first (a request being answered finishes), then the
+        sockets (closing them first broke a reply in flight with EBADF)."""
         self._stopped.set()
-        self._server.close()
         self._server.task_dispatcher.shutdown()
+        self._server.close()
 
     def server_close(self) -> None:
         """Kept for callers of the stdlib server's interface: shutdown() closed it."""

@@ -84,7 +84,10 @@ def search_request(payload: dict[str, Any]) -> tuple[str, int, bool]:
         top_k = check_top_k(payload.get("top_k", 8), option="top_k", at_most=MAX_TOP_K)
     except OptionError as exc:
         raise ApiError(400, str(exc)) from None
-    return mode, top_k, bool(payload.get("keep_self_hit", False))
+    keep = payload.get("keep_self_hit", False)
+    if not isinstance(keep, bool):
+        raise ApiError(400, "keep_self_hit must be true or false")
+    return mode, top_k, keep
 
 
 def text_query(value: Any) -> str:

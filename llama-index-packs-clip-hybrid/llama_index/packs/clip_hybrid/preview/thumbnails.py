@@ -50,20 +50,22 @@ class ThumbnailCache:
                 self._cache.move_to_end(key)
                 return found
             making = self._making.setdefault(key, threading.Lock())
-        with making:  # one decode per image, however many ask at once
-            with self._lock:
-                found = self._cache.get(key)
-            if found is None:
-                with self._decodes:
-                    img = thumbnail(path, self.side, max_pixels=self.max_pixels)
-                buf = io.BytesIO()
-                img.save(buf, format="JPEG", quality=85)
-                found = buf.getvalue()
+        try:
+            with making:  # one decode per image, however many ask at once
                 with self._lock:
-                    self._cache[key] = found
-                    self.made += 1
-                    while len(self._cache) > self.size:
-                        self._cache.popitem(last=False)
-        with self._lock:
-            self._making.pop(key, None)
+                    found = self._cache.get(key)
+                if found is None:
+                    with self._decodes:
+                        img = thumbnail(path, self.side, max_pixels=self.max_pixels)
+                    buf = io.BytesIO()
+                    img.save(buf, format="JPEG", quality=85)
+                    found = buf.getvalue()
+                    with self._lock:
+                        self._cache[key] = found
+                        self.made += 1
+                        while len(self._cache) > self.size:
+                            self._cache.popitem(last=False)
+        finally:  # also when the image cannot be read: no lock left behind per id
+            with self._lock:
+                self._making.pop(key, None)
         return found

@@ -21,6 +21,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.packs.clip_hybrid import ClipHybridPack
 from llama_index.packs.clip_hybrid.preview import PreviewApp, PreviewServer
 from PIL import Image
+from pydantic import PrivateAttr
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +281,63 @@ def test_thumbnails_are_made_once_small_and_cached(running) -> None:
     with Image.open(io.BytesIO(replies[0][1])) as img:
         assert img.format == "JPEG" and max(img.size) <= 256
     assert _call(url + f"/api/image/{big}")[0] == 200 and server.app.thumbnails.made == made + 1
+
+
+class _HeldEmbedding(MockEmbedding):
+    """A caption embedder that stands in for a slow paid API: every query waits for the
+    test to let it go (and counts the ones waiting)."""
+
+    _gate: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _waiting: threading.Semaphore = PrivateAttr(default_factory=lambda: threading.Semaphore(0))
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        self._waiting.release()
+        self._gate.wait(60)
+        return super()._get_query_embedding(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        import asyncio
+
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        for _ in range(count):
+            assert self._waiting.acquire(timeout=timeout), "the searches never started"
+
+    def release(self) -> None:
+        self._gate.set()
+
+
+def test_status_map_and_thumbnails_answer_while_searches_queue(indexed, fast_clip) -> None:
+    """More slow searches than search slots (twelve hybrid searches held in the caption
+    embedder): status, the map and a thumbnail still answer at once, and every held
+    search answers once the embedder does. With as many workers as search slots, the
+    cheap requests queued behind the searches (bench_load: status p50 ~0.95 s)."""
+    from llama_index.packs.clip_hybrid.preview.app import SEARCHES
+
+    held = _HeldEmbedding(embed_dim=8)
+    pack = ClipHybridPack(uri=str(indexed), embed_model=fast_clip, caption_embed=held)
+    server = PreviewServer(PreviewApp(pack), "127.0.0.1", 0, (), channel_timeout=30)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    pool = ThreadPoolExecutor(max_workers=12)
+    try:
+        points = json.loads(_call(url + "/api/points")[1])["points"]
+        searches = [
+            pool.submit(_call, url + "/api/search", {"mode": "hybrid", "query": f"chart {i}"})
+            for i in range(12)
+        ]
+        held.wait_for(SEARCHES)  # every slot is held; the other eight wait for one
+        time.sleep(0.2)  # let the waiting requests reach their workers
+        for path in ("/api/status", "/api/points", f"/api/image/{points[0]['id']}"):
+            request = urllib.request.Request(url + path)
+            with urllib.request.urlopen(request, timeout=10) as res:
+                assert res.status == 200, path
+        assert not any(f.done() for f in searches)  # they were still queued
+        held.release()
+        assert [f.result(timeout=60)[0] for f in searches] == [200] * 12
+    finally:
+        held.release()
+        pool.shutdown(wait=True)
+        server.shutdown()
+        pack.close()

@@ -59,9 +59,16 @@ def model_label(model: str | None) -> str | None:
     return os.path.basename(model) if os.sep in model or model.endswith(".pt") else model
 
 
+#: Searches run at once; more wait for a slot, on their own worker thread. Each search
+#: keeps the cores busy (a CLIP forward, vector searches), so more at once only slows
+#: every one of them down.
+SEARCHES = 4
+
+
 class PreviewApp:
-    """The page's API over a pack. Searches run concurrently (the pack keeps no per-call
-    state); the map has its own lock; status and thumbnails never wait for a search."""
+    """The page's API over a pack. Up to :data:`SEARCHES` searches run at once (the pack
+    keeps no per-call state); the map has its own lock; status, the map and thumbnails
+    never wait for a search (the transport has more worker threads than search slots)."""
 
     def __init__(self, pack: Any, projection: str = "pca") -> None:
         if projection not in PROJECTIONS:
@@ -75,6 +82,7 @@ class PreviewApp:
         self._points: list[dict[str, Any]] = []
         self._by_id: dict[str, dict[str, Any]] = {}
         self._projected_count = -1
+        self._search_slots = threading.BoundedSemaphore(SEARCHES)
 
     def warm(self) -> None:
         """Open the collections and draw the map before the first request, so that the
@@ -204,7 +212,8 @@ class PreviewApp:
         with self._map_lock:
             self._refresh_projection()
         try:
-            return self._run(mode, query, label, top_k, keep)
+            with self._search_slots:
+                return self._run(mode, query, label, top_k, keep)
         except ImageLoadError as exc:
             status = 413 if exc.problem == "too_large" else 400
             raise ApiError(status, f"the image cannot be read ({exc.reason})") from exc

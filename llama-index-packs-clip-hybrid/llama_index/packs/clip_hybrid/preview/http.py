@@ -36,8 +36,9 @@ logger = package_logger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
-#: Worker threads: requests served at once (searches share the model and the cores).
-THREADS = 4
+#: Worker threads: requests served at once. Searches are limited apart (app.SEARCHES);
+#: the other threads keep status, the map and thumbnails answering while searches queue.
+THREADS = 32
 #: Seconds a connection may sit idle or half-sent before it is closed.
 CHANNEL_TIMEOUT = 30
 #: Open connections at most (more wait in the listen backlog).

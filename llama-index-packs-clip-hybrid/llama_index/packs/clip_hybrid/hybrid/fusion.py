@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.llms import MockLLM
 from llama_index.core.retrievers import QueryFusionRetriever
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 
 from ..options import DEFAULT_RRF_K, check_rrf_k, check_weights
 from ..redaction import package_logger, redact
@@ -208,30 +208,36 @@ class RRFFusionRetriever(QueryFusionRetriever):
                 results = self._run_nested_async_queries([query_bundle])
             else:
                 results = self._run_sync_queries([query_bundle])
-        return self._top(self._reciprocal_rerank_fusion(results))
+        return self._top(self._fuse(results))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         with self._tolerating():
             results = await self._run_async_queries([query_bundle])
-        fused = self._reciprocal_rerank_fusion(results)
+        fused = self._fuse(results)
         return await asyncio.to_thread(self._top, fused) if self._finish else self._top(fused)
 
-    def _top(self, fused: list[NodeWithScore]) -> list[NodeWithScore]:
-        """The first ``similarity_top_k`` fused results that ``finish`` keeps."""
+    def _top(self, fused: list[_Fused]) -> list[NodeWithScore]:
+        """The first ``similarity_top_k`` fused results that ``finish`` keeps, as new
+        nodes with ``metadata["hybrid"]``. Only the results looked at are copied (a
+        fusion of 3 x 50 candidates into 10 copied all 150: a third of its time)."""
         k = self.similarity_top_k
-        if self._finish is None:
-            return fused[:k]
         out: list[NodeWithScore] = []
         start = 0
         while len(out) < k and start < len(fused):
-            window = fused[start : start + k - len(out)]
+            window = [item.annotated() for item in fused[start : start + k - len(out)]]
             start += len(window)
-            out.extend(self._finish(window))
+            out.extend(self._finish(window) if self._finish is not None else window)
         return out
 
     def _reciprocal_rerank_fusion(
         self, results: dict[tuple[str, int], list[NodeWithScore]]
     ) -> list[NodeWithScore]:
+        """Upstream's fusion hook: every candidate, fused, as a new node with
+        ``metadata["hybrid"]`` (retrieval itself copies only the top-k, :meth:`_top`)."""
+        return [item.annotated() for item in self._fuse(results)]
+
+    def _fuse(self, results: dict[tuple[str, int], list[NodeWithScore]]) -> list[_Fused]:
+        """RRF over the branches' ranked hits, best first; the branches' nodes unchanged."""
         fused: dict[str, float] = {}
         first: dict[str, NodeWithScore] = {}
         branches: dict[str, dict[str, dict[str, float]]] = {}
@@ -247,19 +253,32 @@ class RRFFusionRetriever(QueryFusionRetriever):
                 if name not in per_branch:  # a node twice in one branch: its best rank
                     per_branch[name] = {"rank": rank + 1, "score": float(hit.score or 0.0)}
         order = sorted(fused, key=lambda node_id: fused[node_id], reverse=True)
-        out = []
-        for node_id in order:  # new nodes: the branches' own are not changed
-            node = first[node_id].node
-            info = {"rrf": fused[node_id], "branches": branches[node_id]}
-            copy = node.model_copy(
-                update={
-                    "metadata": {**node.metadata, HYBRID_METADATA_KEY: info},
-                    "excluded_llm_metadata_keys": _with(node.excluded_llm_metadata_keys),
-                    "excluded_embed_metadata_keys": _with(node.excluded_embed_metadata_keys),
-                }
-            )
-            out.append(NodeWithScore(node=copy, score=fused[node_id]))
-        return out
+        return [_Fused(first[i].node, fused[i], branches[i]) for i in order]
+
+
+class _Fused:
+    """One fused result before it is handed out: the branch's node, the RRF score and
+    the per-branch ranks and scores."""
+
+    __slots__ = ("branches", "node", "score")
+
+    def __init__(self, node: BaseNode, score: float, branches: dict[str, dict[str, float]]):
+        self.node = node
+        self.score = score
+        self.branches = branches
+
+    def annotated(self) -> NodeWithScore:
+        """A new node (the branch's own is not changed) carrying ``metadata["hybrid"]``."""
+        node = self.node
+        info = {"rrf": self.score, "branches": self.branches}
+        copy = node.model_copy(
+            update={
+                "metadata": {**node.metadata, HYBRID_METADATA_KEY: info},
+                "excluded_llm_metadata_keys": _with(node.excluded_llm_metadata_keys),
+                "excluded_embed_metadata_keys": _with(node.excluded_embed_metadata_keys),
+            }
+        )
+        return NodeWithScore(node=copy, score=self.score)
 
 
 def _with(keys: list[str]) -> list[str]:

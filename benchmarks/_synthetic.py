@@ -91,7 +91,9 @@ def synthetic_pack(
     )
     pack.store.ensure(dim=512, model="ViT-B/32")
     captions = CaptionStore(pack.store, collection_name=f"{prefix}captions")
-    captions.ensure(dim=384, model=embedding_identity(pack.caption_embed_model))
+    caption_model = pack.caption_embed_model
+    assert caption_model is not None  # a caption embedder was given above
+    captions.ensure(dim=384, model=embedding_identity(caption_model))
     return pack, captions
 
 

@@ -16,9 +16,10 @@ import statistics
 import tempfile
 
 from _common import CACHE, machine, make_photos, percentile, spread, timed, vit_b_32_checkpoint
+from llama_index.core.schema import ImageType
 from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid import FastClipEmbedding
-from llama_index.packs.clip_hybrid.clip.embedding import cpu_has_native_bf16
+from llama_index.packs.clip_hybrid.clip.precision import cpu_has_native_bf16
 
 QUERIES = [
     "a system architecture diagram",
@@ -41,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ckpt = str(vit_b_32_checkpoint())
-    photos = [str(p) for p in make_photos(CACHE / "photos", args.images)]
+    photos: list[ImageType] = [str(p) for p in make_photos(CACHE / "photos", args.images)]
     texts = [f"{QUERIES[i % len(QUERIES)]} number {i}" for i in range(args.texts)]
     upstream = ClipEmbedding(model_name=ckpt)
     fp32 = FastClipEmbedding(model_name=ckpt, precision="fp32", embed_batch_size=32)
@@ -58,7 +59,7 @@ def main() -> None:
         f"auto precision -> {auto.resolved_precision}"
     )
 
-    image_ratio = {"fp32": [], "bf16": []}
+    image_ratio: dict[str, list[float]] = {"fp32": [], "bf16": []}
     rates: dict[str, list[float]] = {"upstream": [], "fp32": [], "bf16": []}
     text_batch_ratio, query_ratio = [], []
     query_p50: dict[str, list[float]] = {"upstream": [], "ours": []}

@@ -41,7 +41,7 @@ def main() -> None:
             pack.ingest(ROOT / "examples" / "images")
             report = evaluate(pack, load_qrels(ROOT / "examples" / "qrels.jsonl"))
         finally:
-            pack.store.close()
+            pack.close()  # the database and the caption cache
     label = "tiny test CLIP (noise)" if args.clip_model is None else args.clip_model
     print(f"CLIP: {label}; captions: OCR; caption vectors: all-MiniLM-L6-v2")
     print(f"{'mode':<8} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'nDCG@10':>8}")

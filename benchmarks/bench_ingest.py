@@ -51,7 +51,7 @@ def run_once(folder: Path, db: str, batch_size: int, captioner: str) -> dict[str
     report = pack.ingest(folder)
     done.set()
     thread.join()
-    pack.store.close()
+    pack.close()  # the database and the caption cache
     quarter = max(1, len(samples) // 4)
     return {
         "seconds": report.seconds,

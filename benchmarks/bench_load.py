@@ -8,8 +8,9 @@ server with a full-size random-weight ViT-B/32 (speed does not depend on weight 
 ``--clients`` threads each send requests back to back for ``--seconds``: 50% text->image
 searches, 30% image->image searches by id, 10% thumbnails, 10% status. Reported: requests,
 errors (any non-200 answer or a connection failure), throughput, and p50/p95/max latency
-per kind. The server runs one search at a time on the one shared model (its lock), so
-latency under load is mostly the queue: expect p95 to grow with the number of clients.
+per kind. The server (waitress) answers on a few worker threads that share one model and
+the cores, so latency under load is mostly the queue: expect p95 to grow with the number of
+clients.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main() -> None:
             )
         pack.store.flush()
         server = make_server(pack, port=0)
-        server.RequestHandlerClass.app.points()  # what serve() does before listening
+        # Changed: the stdlib handler class is gone; serve() now warms server.app (the map).
+        server.app.warm()  # what serve() does before listening
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         try:

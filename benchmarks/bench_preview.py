@@ -69,7 +69,8 @@ def main() -> None:
         pack.store.flush()
         server = make_server(pack, port=0)
         started = time.perf_counter()
-        server.RequestHandlerClass.app.points()  # what serve() does before listening
+        # Changed: the stdlib handler class is gone; serve() now warms server.app (the map).
+        server.app.warm()  # what serve() does before listening
         startup_s = time.perf_counter() - started
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"

@@ -11,8 +11,8 @@ memory blow-ups (over 2048 MB RSS); it stops at the first finding.
 
 The corpus (default: a temp folder) is seeded with small valid images made here: PNG,
 JPEG, animated GIF, WebP, BMP, TIFF, palette PNG with transparency, 16-bit PNG, CMYK JPEG
-and an EXIF-rotated JPEG. PIL's Python code (all plugins) and ``images.py`` are
-instrumented; PIL's C decoders are exercised but give no coverage feedback.
+and an EXIF-rotated JPEG. PIL's Python code (all plugins) and ``images/decode.py``'s decoder
+are instrumented; PIL's C decoders are exercised but give no coverage feedback.
 
 The fuzzer runs in a child process; this one relays its output and sums it up.
 Requires atheris (dev dependency, Python 3.11+).
@@ -76,19 +76,25 @@ def fuzz(args: argparse.Namespace) -> None:
     import atheris
 
     # include= works per top-level package: "llama_index" would instrument all of llama_index
-    # (hundreds of modules), so images.py's two functions are instrumented one by one.
+    # (hundreds of modules), so the decoder's functions are instrumented one by one.
     with atheris.instrument_imports(include=["PIL"]):
         from PIL import Image
 
         importlib.import_module("PIL.ImageOps")  # used by to_rgb
         Image.init()  # imports every format plugin now, inside the instrumented block
 
-    from llama_index.packs.clip_hybrid import images
+    from llama_index.packs.clip_hybrid.images import decode
     from llama_index.packs.clip_hybrid.images.decode import DEFAULT_MAX_PIXELS, ImageLoadError
 
-    for func in (images.open_image, images.to_rgb):
+    # Changed: images.py is images/decode.py; open_image's checks now live in its helpers.
+    for func in (
+        decode.open_image,
+        decode._opened.__wrapped__,  # type: ignore[attr-defined]
+        decode._refuse_slow_rle_bmp,
+        decode.to_rgb,
+    ):
         atheris.instrument_func(func)  # patches the code object in place
-    open_image = images.open_image
+    open_image = decode.open_image
 
     # PIL warns about corrupt EXIF and the like on most mutants: noise, never a finding
     # (open_image enforces its own max_pixels; it does not rely on PIL's bomb warning).

@@ -383,6 +383,16 @@ def test_a_fifo_as_query_image_is_named_as_such(indexed, tmp_path, run_cli) -> N
     assert "does not exist" not in done.stderr
 
 
+def test_an_svg_query_image_is_named_in_one_line(indexed, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    svg = tmp_path / "logo.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    done = run_cli("search", "--image", str(svg), "--db", indexed[0])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "logo.svg" in lines[0] and "SVG" in lines[0] and "PNG" in lines[0], lines[0]
+    assert " object at 0x" not in lines[0] and "Traceback" not in done.stderr
+
+
 def test_hostile_file_names_cannot_forge_output(tmp_path, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
     """A newline or an ANSI escape in a file name is written escaped on the terminal (it
     cannot fake a result line or recolour it); the JSON stays valid UTF-8 and exact; a

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 from llama_index.core.schema import ImageNode, QueryBundle
-from llama_index.retrievers.selfhit import SelfHitFilteringRetriever
+from llama_index.retrievers.selfhit import (
+    ImageQueryBundle,
+    SelfHitFilteringRetriever,
+    to_query_bundle,
+)
 from PIL import Image
 
 
@@ -38,6 +42,29 @@ def test_same_path_is_dropped_and_k_results_remain(corpus, image_files):  # type
     assert report is not None
     assert [d.reason for d in report.dropped] == ["path"]
     assert report.dropped[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_agent_passing_a_path_through_a_retriever_tool_gets_an_image_search(corpus, image_files):  # type: ignore[no-untyped-def]
+    """RetrieverTool sends ``"<path>\\n"``: still an image query, self-hit filtered (the
+    newline made it a text query)."""
+    from llama_index.core.tools import RetrieverTool
+
+    inner = corpus.build(image_files).as_retriever(image_similarity_top_k=3)
+    tool = RetrieverTool.from_defaults(
+        retriever=SelfHitFilteringRetriever(inner),
+        name="similar_images",
+        description="Images that look like the image at the given path.",
+    )
+    expected = SelfHitFilteringRetriever(inner).retrieve(image_files[0])
+    assert len(expected) == 3 and str(image_files[0].resolve()) not in _paths(expected)
+    positional = tool.call(str(image_files[0])).raw_output  # "<path>\n\n"
+    keyword = tool.call(input=str(image_files[0])).raw_output  # "\ninput is <path>\n"
+    assert _paths(positional) == _paths(expected) == _paths(keyword)
+    # A wrapped text that merely ends like a file name stays text (no FileNotFoundError)
+    bundle = to_query_bundle("\nquery is diagrams like arch.png\n")
+    assert not isinstance(bundle, ImageQueryBundle) and bundle.image_path is None
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):  # a bare path: named
+        to_query_bundle(str(image_files[0].parent / "missing.png"))
 
 
 def test_relative_and_absolute_paths_match(corpus, image_files, monkeypatch):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import io
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -36,11 +37,38 @@ def resolve_path(path: str | os.PathLike[str]) -> str:
     return os.path.realpath(os.path.expanduser(os.fspath(path)))
 
 
+#: How LlamaIndex's ``RetrieverTool`` passes an agent's keyword argument: "input is <value>".
+_TOOL_ARGUMENT = re.compile(r"[A-Za-z_]\w* is (.+)", re.DOTALL)
+
+
+def image_path_in(text: str) -> str | None:
+    """The image file a string query names, or None for a text query.
+
+    A string that is a path with an image suffix, and nothing else, names that file (a
+    missing file is then an error that names it). LlamaIndex's ``RetrieverTool`` wraps an
+    agent's argument: ``"<path>\\n\\n"`` passed positionally, ``"\\ninput is <path>\\n"`` as
+    a keyword. Such a wrapped string names an image only when the file exists, so a
+    text query that ends in ".png" stays a text query.
+    """
+    if len(text) > 4096:
+        return None
+    bare = text.strip()
+    if bare == text:
+        return text if _is_image_name(text) else None
+    keyword = _TOOL_ARGUMENT.fullmatch(bare)
+    for candidate in (bare, keyword.group(1).strip() if keyword else ""):
+        if _is_image_name(candidate) and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def looks_like_image_path(text: str) -> bool:
-    """True for a string that names an image file by its suffix (``"./cat.png"``)."""
-    if "\n" in text or len(text) > 4096:
-        return False
-    return Path(text.strip()).suffix.lower() in IMAGE_SUFFIXES
+    """True for a string query that names an image file (see :func:`image_path_in`)."""
+    return image_path_in(text) is not None
+
+
+def _is_image_name(text: str) -> bool:
+    return bool(text) and "\n" not in text and Path(text).suffix.lower() in IMAGE_SUFFIXES
 
 
 class _FileHashCache:

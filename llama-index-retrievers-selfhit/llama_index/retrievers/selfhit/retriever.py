@@ -20,7 +20,7 @@ from llama_index.retrievers.selfhit._identity import (
     DEFAULT_PATH_METADATA_KEYS,
     ImageQueryBundle,
     QueryImage,
-    looks_like_image_path,
+    image_path_in,
 )
 from llama_index.retrievers.selfhit.events import SelfHitFilteredEvent
 from llama_index.retrievers.selfhit.rules import DroppedHit, SelfHitRules
@@ -334,8 +334,10 @@ def to_query_bundle(query: SelfHitQuery) -> QueryBundle:
     if isinstance(query, BaseNode):
         image = QueryImage.from_node(query)
         return ImageQueryBundle(query_str="", image_path=image.path, query_image=image)
-    if isinstance(query, os.PathLike) or (isinstance(query, str) and looks_like_image_path(query)):
-        image = QueryImage.from_path(query)
+    named = image_path_in(query) if isinstance(query, str) else None
+    if isinstance(query, os.PathLike) or named is not None:
+        path: Any = named if named is not None else query
+        image = QueryImage.from_path(path)
         return ImageQueryBundle(query_str="", image_path=image.path, query_image=image)
     if isinstance(query, str):
         return QueryBundle(query_str=query)

@@ -96,7 +96,7 @@ def main() -> None:
 
         fused = pack.hybrid_retriever(similarity_top_k=10)
         assert fused.branch_names == ["clip", "caption_vector", "bm25"], fused.branch_names
-        branches = pack.hybrid_branches(candidates=50)
+        branches = pack.hybrid_branches(candidates=50, read_rows=False)  # as the fusion runs them
         q_rng = random.Random(1)
         queries: list[QueryBundle] = []
         for _ in range(args.queries):

@@ -93,7 +93,7 @@ def main() -> None:
 
         stored = np.concatenate(kept)
         fused = pack.hybrid_retriever(similarity_top_k=10)
-        branches = pack.hybrid_branches(candidates=50)
+        branches = pack.hybrid_branches(candidates=50, read_rows=False)  # as the fusion runs them
         image_branch = branches["clip"]  # a stored image's vector: the image->image search
         q_rng = random.Random(1)
         queries = []

@@ -316,6 +316,59 @@ def test_in_an_ingestion_pipeline_with_every_kind_of_image_node(tmp_path: Path) 
     assert "image_id" not in own_caption.get_content(metadata_mode="embed")
 
 
+def test_simple_directory_reader_without_the_file_readers_is_captioned(tmp_path: Path) -> None:
+    """The README's pipeline as written, with only the pack's dependencies: without
+    llama-index-readers-file, SimpleDirectoryReader yields plain Documents whose text is
+    the PNG's bytes (file_type image/png). They were skipped, silently: 0 captions."""
+    from llama_index.core import SimpleDirectoryReader
+    from llama_index.core.ingestion import IngestionPipeline
+
+    paths = _files(tmp_path / "photos", 3)
+    (tmp_path / "photos" / "notes.txt").write_text("a shopping list")
+    documents = SimpleDirectoryReader(str(tmp_path / "photos")).load_data()
+    assert not any(isinstance(d, (ImageNode, ImageDocument)) for d in documents)  # plain
+    with ApiStub() as stub:
+        transform = _transform(stub, tmp_path, image_text="fill_empty")
+        out = IngestionPipeline(transformations=[transform]).run(documents=documents)
+    captions = _captions(out)
+    assert len(captions) == 3 and transform.last_report.failed == []
+    images = [n for n in out if isinstance(n, ImageDocument)]
+    assert sorted(n.image_path for n in images) == sorted(str(p) for p in paths)
+    assert all(n.text.startswith("A test image") for n in images)  # no PNG bytes as text
+    by_id = {d.id_: d for d in documents}
+    assert {c.metadata["image_id"] for c in captions} == {n.node_id for n in images}
+    assert all(n.node_id in by_id for n in images)  # the reader's ids and metadata kept
+    assert [n.text for n in out if n.metadata.get("file_name") == "notes.txt"] == [
+        "a shopping list"
+    ]
+
+
+def test_documents_that_are_not_image_bytes_are_left_alone_or_named(tmp_path: Path) -> None:
+    """Text an OCR reader parsed from a PNG stays text; a PNG document whose file is gone
+    and an SVG are named failures; nothing raises."""
+    from llama_index.core import Document
+
+    (png,) = _files(tmp_path / "img", 1)
+    parsed = Document(
+        text="Invoice total 42", metadata={"file_path": str(png), "file_type": "image/png"}
+    )
+    gone = Document(
+        text="PNG\x00\x00",
+        metadata={"file_path": str(tmp_path / "gone.png"), "file_type": "image/png"},
+    )
+    svg_path = tmp_path / "logo.svg"
+    svg_path.write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    svg = Document(text="", metadata={"file_path": str(svg_path), "file_type": "image/svg+xml"})
+    with ApiStub() as stub:
+        transform = _transform(stub, tmp_path)
+        out = transform([parsed, gone, svg])
+        assert stub.requests == []
+    assert out[0] is parsed and out[0].text == "Invoice total 42"
+    assert _captions(out) == []
+    failed = {f.path: f.reason for f in transform.last_report.failed}
+    assert set(failed) == {str(tmp_path / "gone.png"), str(svg_path)}, failed
+
+
 def test_image_text_fill_empty_and_replace(tmp_path: Path) -> None:
     paths = _files(tmp_path / "img", 2)
     with ApiStub() as stub:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -488,10 +489,73 @@ def test_in_a_retriever_query_engine(hybrid_pack, stub) -> None:
     engine = RetrieverQueryEngine.from_args(
         hybrid_pack.hybrid_retriever(similarity_top_k=3), llm=llm
     )
+    before = len(stub.requests)
     response = engine.query("系统架构图")
     assert str(response) == "An answer from the stub."
-    assert response.source_nodes[0].node.metadata["category"] == "architecture"
-    assert HYBRID_METADATA_KEY in response.source_nodes[0].node.metadata
+    top = response.source_nodes[0].node
+    assert top.metadata["category"] == "architecture"
+    assert HYBRID_METADATA_KEY in top.metadata
+    # What the LLM read: each image's caption and where it is, not the ranks and scores
+    # of the fusion or storage details (it read only "file_path: ..." when nodes had no text)
+    assert top.get_content() == "An architecture diagram with an API gateway. Text: 系统架构图"
+    prompt = json.dumps([r.body for r in stub.requests[before:]], ensure_ascii=False)
+    assert "An architecture diagram with an API gateway" in prompt
+    assert top.metadata["file_path"] in prompt
+    assert '"rrf"' not in prompt and "rrf:" not in prompt and "sha256" not in prompt
+
+
+def test_clip_results_carry_their_captions_too(hybrid_pack, image_dir) -> None:
+    """Text->image and image->image results: the caption is the node's text, so a query
+    engine over the plain CLIP retrievers answers from the same words."""
+    by_path = {
+        str(p): text
+        for p in image_dir.rglob("*.png")
+        for digest, text in _captions_by_file(image_dir).items()
+        if hashlib.sha256(p.read_bytes()).hexdigest() == digest
+    }
+    query = next(image_dir.rglob("architecture_0.png"))
+    for hits in (
+        hybrid_pack.retrieve("a bar chart", mode="text", similarity_top_k=4),
+        hybrid_pack.retrieve(query, mode="image", similarity_top_k=4),
+    ):
+        assert hits
+        for hit in hits:
+            assert hit.node.get_content() == by_path[hit.node.metadata["file_path"]]
+
+
+def test_branch_retrievers_compose_with_upstream_fusion(hybrid_pack) -> None:
+    """The branches from get_modules() inside LlamaIndex's own QueryFusionRetriever: full,
+    distinct image nodes (id-only nodes shared one content hash and upstream fusion,
+    which merges by hash, collapsed every image into one result)."""
+    branches = hybrid_pack.get_modules()["branch_retrievers"]
+    assert set(branches) == {"clip", "caption_vector", "bm25"}
+    fusion = QueryFusionRetriever(
+        list(branches.values()),
+        llm=MockLLM(),
+        mode="reciprocal_rerank",
+        similarity_top_k=6,
+        num_queries=1,
+        use_async=False,
+    )
+    hits = fusion.retrieve("系统架构图")
+    paths = [h.node.metadata.get("file_path") for h in hits]
+    assert len(hits) == 6 and None not in paths and len(set(paths)) == 6, paths
+    assert hits[0].node.metadata["category"] == "architecture"
+    # upstream merges by node hash: one image must hash alike in every branch
+    hashes: dict[str, set[str]] = {}
+    for branch in branches.values():
+        for hit in branch.retrieve("系统架构图"):
+            hashes.setdefault(hit.node.node_id, set()).add(hit.node.hash)
+    assert all(len(h) == 1 for h in hashes.values())
+    assert hits[0].score == pytest.approx(3 / 60, rel=0.1)  # first in all three branches
+
+
+def test_an_unreadable_caption_collection_never_fails_a_clip_search(hybrid_pack) -> None:
+    """Captions are added to results when they can be read; a caption collection that
+    went away (dropped by another process) leaves CLIP results without text, no error."""
+    hybrid_pack.caption_store.client.drop_collection(hybrid_pack.caption_store.collection_name)
+    hits = hybrid_pack.retrieve("a bar chart", mode="text", similarity_top_k=3)
+    assert len(hits) == 3 and all(h.node.get_content() == "" for h in hits)
 
 
 def test_as_a_retriever_tool_for_an_agent(hybrid_pack) -> None:

@@ -341,3 +341,35 @@ def test_status_map_and_thumbnails_answer_while_searches_queue(indexed, fast_cli
         pool.shutdown(wait=True)
         server.shutdown()
         pack.close()
+
+
+def test_a_search_that_waits_too_long_for_a_slot_is_told_busy(
+    indexed, fast_clip, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Every slot held by a search stuck in its caption embedder: the next search gets
+    503 after SEARCH_WAIT instead of holding a worker thread for as long as they hang."""
+    from llama_index.packs.clip_hybrid.preview import app as app_module
+
+    monkeypatch.setattr(app_module, "SEARCH_WAIT", 0.5)
+    held = _HeldEmbedding(embed_dim=8)
+    pack = ClipHybridPack(uri=str(indexed), embed_model=fast_clip, caption_embed=held)
+    server = PreviewServer(PreviewApp(pack), "127.0.0.1", 0, (), channel_timeout=30)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    pool = ThreadPoolExecutor(max_workers=app_module.SEARCHES)
+    try:
+        stuck = [
+            pool.submit(_call, url + "/api/search", {"mode": "hybrid", "query": f"chart {i}"})
+            for i in range(app_module.SEARCHES)
+        ]
+        held.wait_for(app_module.SEARCHES)
+        status, body = _call(url + "/api/search", {"mode": "text", "query": "a chart"})
+        assert status == 503 and "busy" in json.loads(body)["error"]
+        held.release()
+        assert [f.result(timeout=60)[0] for f in stuck] == [200] * app_module.SEARCHES
+        assert _call(url + "/api/search", {"mode": "text", "query": "a chart"})[0] == 200
+    finally:
+        held.release()
+        pool.shutdown(wait=True)
+        server.shutdown()
+        pack.close()

@@ -34,7 +34,13 @@ from llama_index.core.schema import (
 )
 from pydantic import Field, PrivateAttr
 
-from ..images.sources import ImageSource, ImageSourceError, node_path, node_source
+from ..images.sources import (
+    ImageSource,
+    ImageSourceError,
+    as_image_node,
+    node_path,
+    node_source,
+)
 from ..redaction import package_logger
 from .base import Caption, CaptionError, CaptionImage
 from .cache import CaptionCache, default_cache_path
@@ -139,14 +145,19 @@ class VLMCaptionTransform(TransformComponent):
         report = CaptionReport(captioner=self.captioner.name)
         started = time.perf_counter()
         images: list[CaptionImage] = []
-        by_key: dict[str, ImageNode | ImageDocument] = {}
+        by_key: dict[str, BaseNode] = {}
+        as_image: dict[int, ImageNode | ImageDocument] = {}  # id(caller's node) -> image
         for node in nodes:
-            if not isinstance(node, (ImageNode, ImageDocument)):
+            image_node = as_image_node(node)
+            if image_node is None:
                 continue
+            as_image[id(node)] = image_node
             try:
-                image = await asyncio.to_thread(_image_of, node, self.allow_image_urls)
+                image = await asyncio.to_thread(_image_of, image_node, self.allow_image_urls)
             except CaptionError as exc:
-                report.failed.append(CaptionFailure(node.node_id, node_path(node), exc.reason))
+                report.failed.append(
+                    CaptionFailure(node.node_id, node_path(image_node), exc.reason)
+                )
                 continue
             images.append(image)
             by_key[image.key] = node
@@ -157,19 +168,20 @@ class VLMCaptionTransform(TransformComponent):
             if outcome.caption is None or not outcome.caption.text:
                 continue
             node = by_key[outcome.image.key]
-            captions.append(self.caption_node(outcome, node))
+            image_node = as_image[id(node)]
+            captions.append(self.caption_node(outcome, image_node))
             if self.image_text == "replace" or (
-                self.image_text == "fill_empty" and not (node.text or "").strip()
+                self.image_text == "fill_empty" and not (image_node.text or "").strip()
             ):
-                copy = node.model_copy(deep=True)
+                copy = image_node.model_copy(deep=True)
                 copy.set_content(outcome.caption.text)
                 updated[id(node)] = copy
         report.seconds = time.perf_counter() - started
         self._finish(report)
         kept = [
-            updated.get(id(n), n)
+            updated.get(id(n), as_image.get(id(n), n))
             for n in nodes
-            if self.include_images or not isinstance(n, (ImageNode, ImageDocument))
+            if self.include_images or id(n) not in as_image
         ]
         return [*kept, *captions]
 

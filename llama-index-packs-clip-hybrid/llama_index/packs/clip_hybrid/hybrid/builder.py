@@ -35,7 +35,7 @@ from .bm25 import PersistentBM25
 from .caption_branches import CaptionBM25Retriever, CaptionVectorRetriever, MilvusBM25Retriever
 from .clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .fusion import RRFFusionRetriever
-from .nodes import hydrate
+from .nodes import finish_fused
 
 BM25Choice = Literal["auto", "bm25s", "milvus"]
 
@@ -93,11 +93,14 @@ class RetrieverBuilder:
         similarity_top_k: int | None = None,
         filters: MetadataFilters | None = None,
         read_rows: bool = True,
+        captions: bool = True,
     ) -> ClipTextToImageRetriever:
         """CLIP text->image; ``read_rows=False`` returns id-only nodes (for a fusion that
-        reads the rows of its final top-k, as :meth:`hybrid_retriever` does)."""
+        reads the rows of its final top-k, as :meth:`hybrid_retriever` does); ``captions``:
+        each result's text is its image's caption."""
         return ClipTextToImageRetriever(
             store=self.images,
+            captions=self.captions if captions else None,
             embed_model=self._clip_model(),
             similarity_top_k=check_top_k(similarity_top_k or self.similarity_top_k),
             filters=filters,
@@ -110,10 +113,12 @@ class RetrieverBuilder:
         similarity_top_k: int | None = None,
         filters: MetadataFilters | None = None,
         keep_self_hit: bool | None = None,
+        captions: bool = True,
     ) -> ClipImageToImageRetriever | SelfHitFilteringRetriever:
         """CLIP image->image, the query image itself filtered unless kept."""
         inner = ClipImageToImageRetriever(
             store=self.images,
+            captions=self.captions if captions else None,
             embed_model=self._clip_model(),
             similarity_top_k=check_top_k(similarity_top_k or self.similarity_top_k),
             filters=filters,
@@ -129,31 +134,37 @@ class RetrieverBuilder:
         query_image: Any = None,
         keep_self_hit: bool | None = None,
         wanted: Sequence[str] = BRANCHES,
+        read_rows: bool = True,
     ) -> dict[str, BaseRetriever]:
         """The branches among ``wanted`` that can run now, by name: ``clip`` (text->image,
         or image->image when ``query_image`` is given, self-hit filtered),
         ``caption_vector`` and ``bm25``.
 
-        As inside the fusion, text-query branches return image nodes with ids and scores
-        only (the fusion reads the rows of its final top-k); use :meth:`text_retriever`
-        for full nodes."""
+        Each returns full image nodes (path, metadata, content hash; no caption text, so
+        an image's node is the same, hash included, in every branch), so that any fusion,
+        postprocessor or evaluator can tell the images apart and merge each one.
+        ``read_rows=False``: image nodes with ids and scores only, for a fusion that reads
+        the rows of its final top-k (:meth:`hybrid_retriever`)."""
         keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
         filter_self = query_image is not None and not keep
         out: dict[str, BaseRetriever] = {}
         if BRANCH_CLIP in wanted and self.embed_model is not None and self.images.open_existing():
             if query_image is not None:
                 out[BRANCH_CLIP] = self.image_retriever(
-                    similarity_top_k=candidates, filters=filters, keep_self_hit=keep
+                    similarity_top_k=candidates, filters=filters, keep_self_hit=keep, captions=False
                 )
             else:
                 out[BRANCH_CLIP] = self.text_retriever(
-                    similarity_top_k=candidates, filters=filters, read_rows=False
+                    similarity_top_k=candidates,
+                    filters=filters,
+                    read_rows=read_rows,
+                    captions=False,
                 )
         common: dict[str, Any] = {
             "images": self.images,
             "similarity_top_k": candidates,
             "filters": filters,
-            "read_rows": filter_self,
+            "read_rows": read_rows or filter_self,
         }
         caption_branches: dict[str, BaseRetriever] = {}
         if BRANCH_CAPTION in wanted:
@@ -202,6 +213,7 @@ class RetrieverBuilder:
             query_image=query_image,
             keep_self_hit=keep_self_hit,
             wanted=wanted,
+            read_rows=False,
         )
         if not available:
             raise OptionError(
@@ -213,5 +225,5 @@ class RetrieverBuilder:
             similarity_top_k=top_k,
             rrf_k=rrf_k,
             weights={k: v for k, v in weights.items() if k in available},
-            finish=partial(hydrate, self.images),
+            finish=partial(finish_fused, self.images, self.captions),
         )

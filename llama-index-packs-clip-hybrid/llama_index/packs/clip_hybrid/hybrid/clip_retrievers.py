@@ -13,9 +13,10 @@ from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import QueryImage
 
 from .._util import unit_vector
+from ..milvus.captions import CaptionStore
 from ..milvus.filters import filters_to_expr
 from ..milvus.images import BUILTIN_FIELDS, ImageStore
-from .nodes import hit_to_node, id_only_node
+from .nodes import hit_to_node, id_only_node, with_captions
 
 
 class _StoreRetriever(BaseRetriever):
@@ -28,6 +29,7 @@ class _StoreRetriever(BaseRetriever):
         filters: MetadataFilters | None = None,
         callback_manager: CallbackManager | None = None,
         read_rows: bool = True,
+        captions: CaptionStore | None = None,
     ) -> None:
         if similarity_top_k < 1:
             raise ValueError(f"similarity_top_k={similarity_top_k} must be >= 1.")
@@ -37,6 +39,7 @@ class _StoreRetriever(BaseRetriever):
         self.filters = filters
         self._expr = filters_to_expr(filters)  # validates the filters now
         self.read_rows = read_rows
+        self.captions = captions
         super().__init__(callback_manager=callback_manager)
 
     def _search(self, vector: list[float]) -> list[NodeWithScore]:
@@ -46,7 +49,7 @@ class _StoreRetriever(BaseRetriever):
         )
         if not self.read_rows:  # ids and scores: a fusion reads the rows of its top-k only
             return [id_only_node(h.id, h.score) for h in hits]
-        return [hit_to_node(hit) for hit in hits]
+        return with_captions(self.captions, [hit_to_node(hit) for hit in hits])
 
     async def _asearch(self, vector: list[float]) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._search, vector)

@@ -21,7 +21,9 @@ and :class:`RRFFusionRetriever`, a LlamaIndex ``QueryFusionRetriever`` in
 
 It overrides private hooks of ``QueryFusionRetriever`` (``_run_nested_async_queries``,
 ``_reciprocal_rerank_fusion``, ``_retrieve``, ``_aretrieve``) and calls two more; upstream
-has no public extension point for these. ``tests/test_hybrid.py`` pins their names and
+has no public extension point for these. Its own ``_retrieve`` fuses with ``_fuse`` and
+``_top`` (copying only the results handed out), not through ``_reciprocal_rerank_fusion``,
+which stays for callers of upstream's hook. ``tests/test_hybrid.py`` pins their names and
 parameters (a canary) and checks that, with the defaults, the fused scores are upstream's.
 """
 

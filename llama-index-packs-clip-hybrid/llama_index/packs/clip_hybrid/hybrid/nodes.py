@@ -7,8 +7,12 @@ from typing import Any
 from llama_index.core.schema import ImageNode, NodeWithScore
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 
+from ..milvus.captions import CaptionStore
 from ..milvus.collection import StoredHit
 from ..milvus.images import ImageStore
+from ..redaction import package_logger, redact
+
+logger = package_logger(__name__)
 
 #: Node metadata key holding the per-branch ranks and scores and the fused score.
 HYBRID_METADATA_KEY = "hybrid"
@@ -74,3 +78,32 @@ def hydrate(images: ImageStore, hits: list[NodeWithScore]) -> list[NodeWithScore
             full.score = hit.score
             out.append(full)
     return out
+
+
+def with_captions(captions: CaptionStore | None, hits: list[NodeWithScore]) -> list[NodeWithScore]:
+    """Give result nodes their image's caption (VLM caption or OCR text) as their text:
+    what a query engine's LLM reads (an image node's text was empty, so the LLM saw only
+    a file path). One read of the caption collection for all ``hits``; images without a
+    caption keep an empty text. The nodes must be this search's own (they are changed)."""
+    if captions is None or not hits:
+        return hits
+    try:
+        if not captions.open_if_present():
+            return hits
+        rows = captions.get_hits([(h.node.node_id, 0.0) for h in hits])
+    except Exception as exc:  # the images answered: a caption read never fails the search
+        logger.warning("Search results without captions: %s", redact(f"{exc}"))
+        return hits
+    texts = {row.id: row.fields.get("text") or "" for row in rows}
+    for hit in hits:
+        text = texts.get(hit.node.node_id)
+        if text and hasattr(hit.node, "text"):
+            hit.node.text = text
+    return hits
+
+
+def finish_fused(
+    images: ImageStore, captions: CaptionStore | None, hits: list[NodeWithScore]
+) -> list[NodeWithScore]:
+    """A fusion's last step: full image nodes (:func:`hydrate`) with their captions."""
+    return with_captions(captions, hydrate(images, hits))

@@ -11,9 +11,14 @@ import binascii
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .discovery import IMAGE_SUFFIXES
 from .fetch import UrlRefusedError, fetch_public_url
+
+if TYPE_CHECKING:  # LlamaIndex is imported when a node is looked at, not before
+    from llama_index.core.schema import BaseNode, ImageDocument, ImageNode
 
 #: Images fetched from an ``image_url`` larger than this are refused.
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -115,3 +120,38 @@ def download(url: str) -> bytes:
         raise ImageSourceError(f"image_url refused: {exc}") from exc
     except Exception as exc:
         raise ImageSourceError(f"cannot download image_url ({type(exc).__name__}: {exc})") from exc
+
+
+def as_image_node(node: BaseNode) -> ImageNode | ImageDocument | None:
+    """The node as an image, or None when it is not one.
+
+    ``SimpleDirectoryReader`` without ``llama-index-readers-file`` reads a PNG as a plain
+    ``Document`` whose text is the file's bytes, with ``file_type: image/png`` and
+    ``file_path`` in its metadata: that is an image document too (the same id and
+    metadata, its image read from ``file_path``, no binary text). A document with real
+    text (a PNG parsed by an OCR reader) is text, not an image to caption."""
+    from llama_index.core.schema import ImageDocument, ImageNode
+
+    if isinstance(node, (ImageNode, ImageDocument)):
+        return node
+    metadata = node.metadata or {}
+    path = metadata.get("file_path")
+    file_type = str(metadata.get("file_type") or "")
+    text = node.get_content()
+    if not isinstance(path, str) or not path or (text.strip() and "\x00" not in text):
+        return None
+    if file_type and not file_type.startswith("image/"):
+        return None  # the reader's mimetype says what it is
+    if not file_type and Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    fields: dict[str, Any] = {
+        "id_": node.id_,
+        "metadata": dict(metadata),
+        "excluded_llm_metadata_keys": list(node.excluded_llm_metadata_keys),
+        "excluded_embed_metadata_keys": list(node.excluded_embed_metadata_keys),
+        "relationships": dict(node.relationships),
+    }
+    try:
+        return ImageDocument(image_path=path, **fields)
+    except ValueError:  # not readable now: its metadata file_path says which file failed
+        return ImageDocument(**fields)

@@ -7,7 +7,6 @@ What a row holds is the :class:`Schema` the store composes in.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from .._compat import milvus_lite_reads
 from .._util import chunks
 from ..options import ClipHybridError
 from .database import MilvusDatabase
+from .filters import list_literal
 from .indexes import LITE_FLUSH_ROWS, LITE_INDEX, SERVER_INDEX, IndexConfig
 from .integrity import damaged_ids, explaining_damage, verify
 
@@ -176,6 +176,12 @@ class VectorCollection:
         self._ready = True
         return True
 
+    def open_if_present(self) -> bool:
+        """:meth:`open_existing`, with no round trip when Milvus Lite shows there is none."""
+        if not self._ready and self.database.has_no_collection(self.collection_name):
+            return False
+        return self.open_existing()
+
     def damaged_ids(self) -> list[Any]:
         """Keys of rows whose stored vector is not a finite unit vector (see
         :mod:`.integrity`): re-indexing re-embeds them."""
@@ -298,7 +304,7 @@ class VectorCollection:
         elif filter:
             rows = self.client.query(
                 self.collection_name,
-                filter=f"id in {_literal(ids)} and ({filter})",
+                filter=f"id in {list_literal(ids)} and ({filter})",
                 output_fields=fields,
             )
         else:
@@ -389,7 +395,3 @@ class VectorCollection:
                 entity.update(meta)
             hits.append(StoredHit(id=str(hit["id"]), score=float(hit["distance"]), fields=entity))
         return hits
-
-
-def _literal(values: Sequence[Any]) -> str:
-    return json.dumps(list(values), ensure_ascii=False)

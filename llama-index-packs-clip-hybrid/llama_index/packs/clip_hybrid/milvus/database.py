@@ -128,6 +128,16 @@ class MilvusDatabase:
 
         return milvus_lite_reads.collection(self.uri, name)
 
+    def has_no_collection(self, name: str) -> bool:
+        """True when this process's Milvus Lite shows there is no collection ``name``, at
+        the cost of a dict lookup (a search that may add captions asks on every query);
+        False when unsure (a server, another milvus-lite version): ask pymilvus."""
+        from .._compat import milvus_lite_reads
+
+        if not self.is_local or not milvus_lite_reads.active():
+            return False
+        return self.lite_collection(name) is None
+
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop this process's server for the path, which
         frees the database for another process (it stays locked until then)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.vector_stores.types import (
@@ -42,6 +43,11 @@ def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, ensure_ascii=False)
+
+
+def list_literal(values: Sequence[Any]) -> str:
+    """Values as the list literal of a Milvus expression (``["a", "b"]``)."""
+    return _value(list(values))
 
 
 def _one(flt: MetadataFilter) -> str:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..options import DEFAULT_COLLECTION, DEFAULT_URI
-from .collection import IndexConfig, Schema, VectorCollection, _literal
+from .collection import IndexConfig, Schema, VectorCollection
 from .database import MilvusDatabase
+from .filters import list_literal
 
 #: Fixed fields; anything else a user puts in metadata goes to Milvus' dynamic field.
 BUILTIN_FIELDS = ("path", "sha256", "folder", "category", "width", "height", "size", "mtime")
@@ -68,7 +69,7 @@ class ImageStore(VectorCollection):
         damaged one, not a unit vector, is never handed out for reuse)."""
         if not digests:
             return {}
-        expr = f"sha256 in {_literal(sorted(set(digests)))}"
+        expr = f"sha256 in {list_literal(sorted(set(digests)))}"
         rows = self.client.query(
             self.collection_name, filter=expr, output_fields=["sha256", "vector"]
         )

@@ -63,6 +63,9 @@ def model_label(model: str | None) -> str | None:
 #: keeps the cores busy (a CLIP forward, vector searches), so more at once only slows
 #: every one of them down.
 SEARCHES = 4
+#: Seconds a search waits for a slot before it is answered 503 (busy): a hung model or
+#: API cannot make the waiting searches hold every worker thread for ever.
+SEARCH_WAIT = 60.0
 
 
 class PreviewApp:
@@ -212,8 +215,12 @@ class PreviewApp:
         with self._map_lock:
             self._refresh_projection()
         try:
-            with self._search_slots:
+            if not self._search_slots.acquire(timeout=SEARCH_WAIT):
+                raise ApiError(503, "the server is busy with other searches; try again")
+            try:
                 return self._run(mode, query, label, top_k, keep)
+            finally:
+                self._search_slots.release()
         except ImageLoadError as exc:
             status = 413 if exc.problem == "too_large" else 400
             raise ApiError(status, f"the image cannot be read ({exc.reason})") from exc

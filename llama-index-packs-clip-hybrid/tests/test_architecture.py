@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"clip"},
     {"ingest", "captions", "hybrid"},
     {"results"},
-    {"routing"},
+    {"routing", "answering"},
     {"pack"},
     {"evaluation", "download"},
     {"preview"},

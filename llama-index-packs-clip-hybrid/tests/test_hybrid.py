@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core.embeddings import MockEmbedding
@@ -550,6 +551,57 @@ def test_branch_retrievers_compose_with_upstream_fusion(hybrid_pack) -> None:
     assert hits[0].score == pytest.approx(3 / 60, rel=0.1)  # first in all three branches
 
 
+def test_retrievers_taken_before_an_ingest_see_what_it_added(hybrid_pack, tmp_path) -> None:
+    """A hybrid retriever, and the one from get_modules(), built before an ingestion: its
+    BM25 branch answers for the captions the ingestion added (it kept the index it was
+    built with, so the new image was never found by BM25)."""
+    own = hybrid_pack.hybrid_retriever(similarity_top_k=20)
+    module = hybrid_pack.get_modules()["hybrid_retriever"]
+    bm25_only = hybrid_pack.hybrid_retriever(similarity_top_k=3, branches=["bm25"])
+    assert bm25_only.retrieve("unknown") == []  # no caption says it yet
+    late = _unknown_image(tmp_path / "more")
+    hybrid_pack.ingest(late.parent)  # the stub captions an image it does not know "Unknown."
+    assert [h.node.metadata["file_path"] for h in bm25_only.retrieve("unknown")] == [str(late)]
+    for retriever in (own, module):
+        hits = retriever.retrieve("unknown")
+        found = [h for h in hits if h.node.metadata["file_path"] == str(late)]
+        assert (
+            found and found[0].node.metadata[HYBRID_METADATA_KEY]["branches"]["bm25"]["rank"] == 1
+        )
+
+
+def test_a_retriever_sees_the_bm25_index_another_pack_persisted(
+    hybrid_pack, stub, fast_clip, milvus_uri, tmp_path
+) -> None:
+    """Another pack object (or process) on the same index ingests and persists BM25: a
+    retriever of the first pack answers from the new index on its next query."""
+    bm25_only = hybrid_pack.hybrid_retriever(similarity_top_k=3, branches=["bm25"])
+    assert bm25_only.retrieve("unknown") == []
+    other = ClipHybridPack(
+        uri=milvus_uri,
+        embed_model=fast_clip,
+        captioner=LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url),
+        caption_embed=MockEmbedding(embed_dim=16),
+        show_progress=False,
+    )
+    late = _unknown_image(tmp_path / "more")
+    other.ingest(late.parent)
+    assert [h.node.metadata["file_path"] for h in bm25_only.retrieve("unknown")] == [str(late)]
+
+
+def _unknown_image(folder: Path) -> Path:
+    """A new image the stub VLM does not know (it captions it "Unknown.")."""
+    import random
+
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = random.Random(7)
+    path = folder / "late.png"
+    Image.frombytes("RGB", (40, 30), bytes(rng.randrange(256) for _ in range(3600))).save(path)
+    return path
+
+
 def test_an_unreadable_caption_collection_never_fails_a_clip_search(hybrid_pack) -> None:
     """Captions are added to results when they can be read; a caption collection that
     went away (dropped by another process) leaves CLIP results without text, no error."""
@@ -792,3 +844,66 @@ def test_concurrent_first_searches_build_the_bm25_index_once(hybrid_pack) -> Non
         for thread in threads:
             thread.join()
         assert errors == [] and len({id(index) for index in got}) == 1 and got[0] is not None
+
+
+# -- answering questions about images (RAG over images) ---------------------------------
+
+
+def _sent(stub: ApiStub, before: int) -> tuple[str, list[str], Any]:
+    """The text and the images' sha256 of the one chat request since ``before``."""
+    (request,) = [r for r in stub.requests[before:] if r.path.endswith("/chat/completions")]
+    texts = []
+    for message in request.body["messages"]:
+        content = message["content"]
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        texts += [p["text"] for p in parts if p.get("type") == "text"]
+    digests = [
+        hashlib.sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest()
+        for url in request.image_urls
+    ]
+    return "\n".join(texts), digests, request
+
+
+@pytest.mark.parametrize("provider", ["gpt-4o", "qwen-vl-max"])
+def test_a_vision_llm_answers_from_the_images_and_captions_found(
+    hybrid_pack, stub, provider
+) -> None:
+    """pack.as_query_engine(): the hybrid retriever's top images go to the LLM as images,
+    with their captions and the question; the stub 'VLM' answers with what it sees."""
+    from llama_index.llms.openai import OpenAI
+
+    if provider == "gpt-4o":
+        llm: Any = OpenAI(model="gpt-4o", api_key="sk-test", api_base=stub.openai_base_url)
+    else:  # Qwen-VL-Max through DashScope's OpenAI-compatible endpoint
+        llm = LLMCaptioner.dashscope(
+            api_key="sk-test", api_base=stub.dashscope_compatible_base_url
+        ).llm
+    engine = hybrid_pack.as_query_engine(llm=llm, similarity_top_k=2)
+    before = len(stub.requests)
+    question = "What does the system architecture diagram say? 系统架构图"
+    response = engine.query(question)
+    text, digests, request = _sent(stub, before)
+    sources = response.source_nodes
+    assert len(sources) == 2 and sources[0].node.metadata["category"] == "architecture"
+    files = [Path(s.node.metadata["file_path"]).read_bytes() for s in sources]
+    assert digests == [hashlib.sha256(f).hexdigest() for f in files]  # the images found
+    assert question in text
+    for source in sources:
+        assert source.node.get_content() in text  # each caption, beside its image
+    assert "系统架构图" in str(response)  # the stub VLM read the architecture image
+    assert request.body["model"] == provider
+    prefix = "/v1" if provider == "gpt-4o" else "/compatible-mode/v1"
+    assert request.path == f"{prefix}/chat/completions"
+
+
+async def test_a_text_llm_answers_from_captions_alone(hybrid_pack, stub) -> None:
+    from llama_index.llms.openai import OpenAI
+
+    llm = OpenAI(model="gpt-4o-mini", api_key="sk-test", api_base=stub.openai_base_url)
+    engine = hybrid_pack.as_query_engine(llm=llm, images=False, similarity_top_k=3)
+    before = len(stub.requests)
+    response = await engine.aquery("用户登录流程")
+    text, digests, _ = _sent(stub, before)
+    assert digests == [] and str(response) == "An answer from the stub."
+    assert response.source_nodes[0].node.metadata["category"] == "text_zh"
+    assert "A sign with Chinese text. Text: 用户登录流程" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -42,6 +42,9 @@ from .options import (
 )
 from .results import SearchResult
 from .routing import route_search
+
+if TYPE_CHECKING:
+    from .answering import ImageQueryEngine
 
 
 class ClipHybridPack(pack_base()):  # type: ignore[misc]
@@ -316,6 +319,20 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
     def hybrid_retriever(self, **kwargs: Any) -> RRFFusionRetriever:
         """The fused retriever (see :meth:`RetrieverBuilder.hybrid_retriever`)."""
         return self.retrievers.hybrid_retriever(**kwargs)
+
+    def as_query_engine(self, llm: Any = None, **kwargs: Any) -> ImageQueryEngine:
+        """Answers from the images found: the hybrid retriever (``kwargs``), then ``llm``
+        (default ``Settings.llm``) with images and captions (see :mod:`.answering`)."""
+        from llama_index.core import Settings
+
+        from .answering import ImageQueryEngine
+
+        images = kwargs.pop("images", True)
+        try:
+            retriever: BaseRetriever = self.hybrid_retriever(**kwargs)
+        except OptionError:  # nothing indexed yet: CLIP answers with nothing, honestly
+            retriever = self.text_retriever(**kwargs)
+        return ImageQueryEngine(retriever=retriever, llm=llm or Settings.llm, images=images)
 
     # -- search --------------------------------------------------------------------------
 

@@ -248,13 +248,16 @@ def default_bm25_path(uri: str, caption_collection: str) -> str:
 
 class PersistentBM25:
     """The bm25s index of a caption collection, persisted at ``path``: loaded once,
-    rebuilt (only new or changed captions segmented again) when the captions changed."""
+    rebuilt (only new or changed captions segmented again) when the captions changed,
+    and loaded again when another pack or process persisted a newer one there (checked
+    on every query: one ``stat``)."""
 
     def __init__(self, captions: CaptionStore, path: str) -> None:
         self.captions = captions
         self.path = path
         self._index: CaptionBM25Index | None = None
         self._loaded = False
+        self._seen: tuple[int, int] | None = None  # the persisted files we hold
         # One builder at a time: concurrent first searches of a server (the preview) all
         # found the index missing and persisted into one folder at once.
         self._lock = threading.RLock()
@@ -274,12 +277,20 @@ class PersistentBM25:
             CaptionText(r["id"], r["text"], f"{r['sha256']}:{r['cache_key']}") for r in rows
         ]
         if previous is not None and previous.stamps == {c.image_id: c.stamp for c in captions}:
-            self._index, self._loaded = previous, True
+            self._index, self._loaded, self._seen = previous, True, self._stamp()
             return previous
         index = CaptionBM25Index.build(captions, previous=previous)
         index.persist(self.path)
-        self._index, self._loaded = index, True
+        self._index, self._loaded, self._seen = index, True, self._stamp()
         return index
+
+    def _stamp(self) -> tuple[int, int] | None:
+        """Which persisted index is at ``path`` now (persist() replaces the folder)."""
+        try:
+            stat = os.stat(Path(self.path) / SETTINGS_FILE)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
 
     def index(self) -> CaptionBM25Index | None:
         """The persisted index (loaded once, no tokenizing), built when missing; None
@@ -288,15 +299,16 @@ class PersistentBM25:
         if not self.captions.open_existing():
             return None
         with self._lock:
-            if not self._loaded:
+            stamp = self._stamp()
+            if not self._loaded or (stamp is not None and stamp != self._seen):
                 loaded = CaptionBM25Index.load(self.path)
                 if loaded is None:
                     return self._refresh()
-                self._index, self._loaded = loaded, True
+                self._index, self._loaded, self._seen = loaded, True, stamp
             return self._index
 
     def drop(self) -> None:
         """Delete the persisted index (the captions are dropped with it)."""
         with self._lock:
             shutil.rmtree(self.path, ignore_errors=True)
-            self._index, self._loaded = None, False
+            self._index, self._loaded, self._seen = None, False, None

@@ -182,7 +182,9 @@ class RetrieverBuilder:
             else:
                 index = self.bm25.index()
                 if index is not None and len(index):
-                    caption_branches[BRANCH_BM25] = CaptionBM25Retriever(index=index, **common)
+                    caption_branches[BRANCH_BM25] = CaptionBM25Retriever(
+                        index=self.bm25.index, **common
+                    )
         for name, retriever in caption_branches.items():
             out[name] = SelfHitFilteringRetriever(retriever) if filter_self else retriever
         return out

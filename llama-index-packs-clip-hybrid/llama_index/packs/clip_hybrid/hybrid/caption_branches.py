@@ -99,8 +99,9 @@ class CaptionVectorRetriever(_CaptionBranch):
 class CaptionBM25Retriever(_CaptionBranch):
     """Query text -> BM25 over captions (CJK-aware) -> the images they describe.
 
-    ``index`` is a :class:`CaptionBM25Index` or a callable returning one (loaded lazily).
-    Zero-score results are never returned.
+    ``index`` is a :class:`CaptionBM25Index`, or a callable asked for the current one on
+    every query (``PersistentBM25.index``: a retriever built before an ingestion then
+    sees the captions it added). Zero-score results are never returned.
     """
 
     def __init__(
@@ -114,9 +115,7 @@ class CaptionBM25Retriever(_CaptionBranch):
 
     @property
     def index(self) -> CaptionBM25Index | None:
-        if callable(self._index):
-            self._index = self._index()
-        return self._index
+        return self._index() if callable(self._index) else self._index
 
     def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
         index = self.index

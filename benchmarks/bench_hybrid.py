@@ -168,11 +168,12 @@ class _Floor:
         self.pack = pack
         # The caption branches' own query -> [(image id, score)] step, without nodes.
         caption, bm25 = branches["caption_vector"], branches["bm25"]
-        self.calls = [
-            self._clip,
-            lambda q: caption._scored(q.query_str, 50),
-            lambda q: bm25._scored(q.query_str, 50),
-        ]
+
+        def caption_ids(q: Any) -> list[tuple[str, float]]:
+            caption._vector = None  # encode again: the branch keeps its last query's vector
+            return caption._scored(q.query_str, 50)
+
+        self.calls = [self._clip, caption_ids, lambda q: bm25._scored(q.query_str, 50)]
         self.pool = ThreadPoolExecutor(max_workers=len(self.calls))
 
     def _clip(self, q: Any) -> list[tuple[str, float]]:

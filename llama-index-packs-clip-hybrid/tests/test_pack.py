@@ -373,3 +373,20 @@ def test_a_zero_vector_from_a_custom_embedder_fails_its_image_not_the_index(
         assert [f.path for f in report.failed] == [str(blank)]
         assert "zero or non-finite vector" in report.failed[0].reason
         assert pack.search("a chart", mode="text").hits  # the index is not "damaged"
+
+
+def test_text_nodes_and_other_objects_are_named_failures(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    """A TextNode given to ingest is named by its id or file (its repr, the whole text,
+    was the failure's 'path'); the images beside it are indexed."""
+    from llama_index.core.schema import TextNode
+
+    text = TextNode(text="a long note " * 500)
+    from_file = TextNode(text="notes", metadata={"file_path": "/docs/notes.txt"})
+    image = next(image_dir.rglob("*.png"))
+    report = pack.ingest([text, from_file, 42, image])
+    assert report.indexed == 1
+    failed = {f.path: f.reason for f in report.failed}
+    assert set(failed) == {f"node {text.node_id}", "/docs/notes.txt", "42"}, failed
+    assert "TextNode is not an image" in failed["/docs/notes.txt"]
+    assert "unsupported input int" in failed["42"]
+    assert all("a long note" not in f.path + f.reason for f in report.failed)

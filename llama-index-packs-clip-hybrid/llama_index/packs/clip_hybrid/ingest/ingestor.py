@@ -201,9 +201,7 @@ class ImageIngestor:
             elif isinstance(item, (str, os.PathLike)):
                 paths.append(item)
             else:
-                report.failed.append(
-                    IngestFailure(repr(item)[:200], f"unsupported input {type(item).__name__}")
-                )
+                report.failed.append(IngestFailure.not_an_image(item))
 
         def unreadable(folder: str, reason: str) -> None:
             report.failed.append(IngestFailure(printable_path(folder), reason))

@@ -11,6 +11,18 @@ class IngestFailure:
     path: str
     reason: str
 
+    @classmethod
+    def not_an_image(cls, item: Any) -> IngestFailure:
+        """An input that is not an image, named by its file or node id (never its repr,
+        which for a node is its whole text)."""
+        kind = type(item).__name__
+        node_id = getattr(item, "node_id", None)
+        if isinstance(node_id, str):
+            metadata = getattr(item, "metadata", None) or {}
+            where = str(metadata.get("file_path") or f"node {node_id}")
+            return cls(where, f"a {kind} is not an image: give ImageNode or ImageDocument nodes")
+        return cls(repr(item)[:80], f"unsupported input {kind}: give image paths or folders")
+
 
 @dataclass
 class IngestReport:

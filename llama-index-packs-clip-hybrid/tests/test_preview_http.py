@@ -88,6 +88,14 @@ def _call(url: str, body: Any = None, headers: dict[str, str] | None = None) -> 
         return err.code, err.read()
 
 
+def _wait_until(condition: Any, what: str, timeout: float = 30) -> None:
+    """Wait for a state of the server, not for a time: poll ``condition`` until true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def _raw(server: PreviewServer, payload: bytes, *, wait: float = 10) -> bytes:
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=wait) as conn:
         conn.sendall(payload)
@@ -202,14 +210,15 @@ def test_stalled_and_half_sent_requests_hold_no_thread_and_time_out(running) -> 
     assert _call(url + "/api/status")[0] == 200
     assert time.monotonic() - started < 5
     assert threading.active_count() <= before + 1
-    time.sleep(4)  # past the 2 s channel timeout (and waitress' cleanup interval)
     closed = 0
-    for conn in stalled:
+    for conn in stalled:  # each read returns when the server closes it (2 s timeout)
         conn.settimeout(10)
         try:
             closed += conn.recv(4096) == b""
-        except OSError:
+        except ConnectionResetError:
             closed += 1
+        except TimeoutError:
+            pass  # still open after 10 s: not closed
         conn.close()
     assert closed == 20
 
@@ -328,7 +337,8 @@ def test_status_map_and_thumbnails_answer_while_searches_queue(indexed, fast_cli
             for i in range(12)
         ]
         held.wait_for(SEARCHES)  # every slot is held; the other eight wait for one
-        time.sleep(0.2)  # let the waiting requests reach their workers
+        dispatcher = server._server.task_dispatcher  # waitress: workers running a request
+        _wait_until(lambda: dispatcher.active_count >= 12, "the twelve searches on workers")
         for path in ("/api/status", "/api/points", f"/api/image/{points[0]['id']}"):
             request = urllib.request.Request(url + path)
             with urllib.request.urlopen(request, timeout=10) as res:

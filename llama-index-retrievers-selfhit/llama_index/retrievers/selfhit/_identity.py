@@ -62,11 +62,6 @@ def image_path_in(text: str) -> str | None:
     return None
 
 
-def looks_like_image_path(text: str) -> bool:
-    """True for a string query that names an image file (see :func:`image_path_in`)."""
-    return image_path_in(text) is not None
-
-
 def _is_image_name(text: str) -> bool:
     return bool(text) and "\n" not in text and Path(text).suffix.lower() in IMAGE_SUFFIXES
 

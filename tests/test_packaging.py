@@ -161,3 +161,45 @@ def test_pack_wheel_installs_and_embeds_without_clip_or_torchvision(dists, tmp_p
         "print(importlib.util.find_spec('clip'), 'ClipHybridPack' in p.__all__)\n",
     )
     assert out.strip() == "None True"
+
+
+def test_pack_wheel_composes_with_llamaindex_as_the_readmes_say(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With only the pack's declared dependencies: a reader's image documents captioned in
+    an IngestionPipeline (a stub GPT-4o), then indexed, and the collection opened with
+    LlamaIndex's MilvusVectorStore giving the pack's own top-3."""
+    python = _fresh_venv(tmp_path / "compose")
+    _install(
+        python,
+        dists["llama-index-retrievers-selfhit"]["wheel"],
+        dists["llama-index-packs-clip-hybrid"]["wheel"],
+    )
+    out = _run(
+        str(python),
+        "-c",
+        "import pathlib, sys\n"
+        "from llama_index.core import SimpleDirectoryReader, VectorStoreIndex\n"
+        "from llama_index.core.ingestion import IngestionPipeline\n"
+        "import llama_index.packs.clip_hybrid as p\n"
+        "from llama_index.packs.clip_hybrid.testing import (\n"
+        "    ApiStub, make_sample_images, make_tiny_clip_checkpoint)\n"
+        f"tmp = pathlib.Path({str(tmp_path)!r})\n"
+        "ckpt = make_tiny_clip_checkpoint(tmp / 'tiny.pt')\n"
+        "images = make_sample_images(tmp / 'images')\n"
+        "with ApiStub() as stub:\n"
+        "    cap = p.LLMCaptioner.openai(api_key='sk-test', api_base=stub.openai_base_url)\n"
+        "    docs = SimpleDirectoryReader(str(tmp / 'images'), recursive=True).load_data()\n"
+        "    nodes = IngestionPipeline(transformations=[p.VLMCaptionTransform(cap)]).run(\n"
+        "        documents=docs)\n"
+        "    captions = [n for n in nodes if 'image_id' in n.metadata]\n"
+        "    pack = p.ClipHybridPack(uri=str(tmp / 'index.db'), clip_model=str(ckpt),\n"
+        "        captioner=cap, caption_embed='none', show_progress=False)\n"
+        "    pack.ingest([n for n in nodes if 'image_id' not in n.metadata])\n"
+        "index = VectorStoreIndex.from_vector_store(pack.vector_store('images'),\n"
+        "    embed_model=pack.embed_model)\n"
+        "hits = index.as_retriever(similarity_top_k=3).retrieve('a diagram')\n"
+        "own = pack.text_retriever(similarity_top_k=3).retrieve('a diagram')\n"
+        "same = [h.node.node_id for h in hits] == [h.node.node_id for h in own]\n"
+        "print(len(images), len(captions), pack.store.count(), same)\n",
+    )
+    count = out.strip().splitlines()[-1].split()
+    assert count[0] == count[1] == count[2] and count[3] == "True", out

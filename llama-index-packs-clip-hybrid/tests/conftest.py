@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.packs.clip_hybrid import ClipHybridPack, FastClipEmbedding, LLMCaptioner
+from llama_index.packs.clip_hybrid.testing import ApiStub, caption_table
 from llama_index.packs.clip_hybrid.testing.fixtures import (
     api_stub,
     milvus_uri,
@@ -52,3 +55,41 @@ def image_dir(tmp_path: Path, sample_images) -> Path:  # type: ignore[no-untyped
 @pytest.fixture
 def pack(milvus_uri: str, fast_clip: FastClipEmbedding) -> ClipHybridPack:
     return ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, similarity_top_k=3)
+
+
+@pytest.fixture
+def caption_texts(image_dir: Path) -> dict[str, str]:
+    """What the stub VLM 'sees' in each sample image, keyed by the sha256 of its bytes."""
+    texts = {
+        "architecture": "An architecture diagram with an API gateway. Text: 系统架构图",
+        "text_zh": "A sign with Chinese text. Text: 用户登录流程",
+        "bar_chart": "A bar chart of monthly sales. Text: Sales by month",
+    }
+    out = {}
+    for path in image_dir.rglob("*.png"):
+        kind = path.parent.name
+        out[hashlib.sha256(path.read_bytes()).hexdigest()] = texts.get(kind, f"A {kind} image.")
+    return out
+
+
+@pytest.fixture
+def stub(caption_texts):  # type: ignore[no-untyped-def]
+    """The loopback API stub captioning the sample images as :func:`caption_texts` says."""
+    with ApiStub(caption=caption_table(caption_texts)) as server:
+        yield server
+
+
+@pytest.fixture
+def hybrid_pack(milvus_uri, fast_clip, image_dir, stub):  # type: ignore[no-untyped-def]
+    """A pack over the sample images with stub GPT-4o captions and mock caption vectors."""
+    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+    pack = ClipHybridPack(
+        uri=milvus_uri,
+        embed_model=fast_clip,
+        captioner=captioner,
+        caption_embed=MockEmbedding(embed_dim=16),
+        show_progress=False,
+    )
+    pack.ingest(image_dir)
+    yield pack
+    pack.store.close()

@@ -115,7 +115,8 @@ def test_plain_output(indexed, tiny_clip_checkpoint, run_cli) -> None:  # type: 
     done = run_cli(
         "search", "mountains", "--db", db, "--clip-model", str(tiny_clip_checkpoint), "--top-k", "2"
     )
-    lines = done.stdout.strip().splitlines()
+    header, *lines = done.stdout.strip().splitlines()
+    assert header == "mode: text (CLIP cosine)"  # no captions: CLIP alone, and it says so
     assert len(lines) == 2 and lines[0].lstrip().startswith("1. ")
 
 
@@ -417,7 +418,7 @@ def test_hostile_file_names_cannot_forge_output(tmp_path, tiny_clip_checkpoint, 
     plain = run_cli("index", str(folder), *model, "--captioner", "none")
     assert "\\xe9" in plain.stdout and "\udce9" not in plain.stdout
     human = run_cli("search", "a red chart", *model)
-    assert human.returncode == 0 and len(human.stdout.strip().splitlines()) == 1
+    assert human.returncode == 0 and len(human.stdout.strip().splitlines()) == 2  # + mode
     assert "\x1b" not in human.stdout and "\\x1b[31m\\x0a" in human.stdout
     as_json = json.loads(run_cli("search", "a red chart", *model, "--json").stdout)
     assert as_json["results"][0]["path"] == str(folder / forged)

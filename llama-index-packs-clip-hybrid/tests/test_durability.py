@@ -131,7 +131,7 @@ def _snapshot(uri: str, checkpoint: str) -> dict[str, dict[str, tuple]]:
             (r["id"], r["text"], r["vector"])
             for r in pack.caption_store.iter_rows(["text", "vector"])
         ]
-        bm25 = pack.bm25_index()
+        bm25 = pack.bm25.index()
         assert len({i for i, *_ in images}) == len(images)  # no duplicate rows
         assert len({i for i, *_ in captions}) == len(captions)
         return {

@@ -252,3 +252,12 @@ def test_a_branch_that_cannot_run_loads_no_model_for_it(captioned) -> None:
     branches, loaded = done.stdout.strip().splitlines()[-2:]
     assert "caption_vector" not in branches and "bm25" in branches
     assert loaded == "False"
+
+
+def test_a_milvus_lite_path_without_db_is_named_with_the_fix(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """pymilvus refuses a local path not ending in .db only when it connects, with
+    "needs start with [unix, http, https, tcp]": the pack says what to write instead."""
+    from llama_index.packs.clip_hybrid import ClipHybridPack
+
+    with pytest.raises(ValueError, match=r"must end with \.db \(for example .*index\.db\)"):
+        ClipHybridPack(uri=str(tmp_path / "index"))

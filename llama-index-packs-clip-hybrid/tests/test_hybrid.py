@@ -345,41 +345,6 @@ def test_bm25_search_equals_upstream_retriever_built_and_loaded(tmp_path: Path) 
 # -- the pack ------------------------------------------------------------------------
 
 
-def _captions_by_file(image_dir: Path) -> dict[str, str]:
-    """What the stub VLM 'sees' in each sample image, keyed by the sha256 of its bytes."""
-    texts = {
-        "architecture": "An architecture diagram with an API gateway. Text: 系统架构图",
-        "text_zh": "A sign with Chinese text. Text: 用户登录流程",
-        "bar_chart": "A bar chart of monthly sales. Text: Sales by month",
-    }
-    out = {}
-    for path in image_dir.rglob("*.png"):
-        kind = path.parent.name
-        out[hashlib.sha256(path.read_bytes()).hexdigest()] = texts.get(kind, f"A {kind} image.")
-    return out
-
-
-@pytest.fixture
-def stub(image_dir):
-    with ApiStub(caption=caption_table(_captions_by_file(image_dir))) as server:
-        yield server
-
-
-@pytest.fixture
-def hybrid_pack(milvus_uri, fast_clip, image_dir, stub):
-    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
-    pack = ClipHybridPack(
-        uri=milvus_uri,
-        embed_model=fast_clip,
-        captioner=captioner,
-        caption_embed=MockEmbedding(embed_dim=16),
-        show_progress=False,
-    )
-    pack.ingest(image_dir)
-    yield pack
-    pack.store.close()
-
-
 def test_pack_hybrid_finds_chinese_text_and_merges_branches(hybrid_pack) -> None:
     result = hybrid_pack.search("架构", mode="hybrid", similarity_top_k=5)
     hits = result.hits
@@ -458,7 +423,7 @@ def test_a_bm25_index_left_beside_a_deleted_database_does_not_answer(
     fresh = ClipHybridPack(uri=milvus_uri, embed_model=fast_clip)  # captions off
     try:
         fresh.ingest(image_dir)  # the same paths: the same image ids
-        assert fresh.bm25_index() is None
+        assert fresh.bm25.index() is None
         assert fresh.search("系统架构图", mode="hybrid").branches == ["clip"]
     finally:
         fresh.store.close()
@@ -505,13 +470,13 @@ def test_in_a_retriever_query_engine(hybrid_pack, stub) -> None:
     assert '"rrf"' not in prompt and "rrf:" not in prompt and "sha256" not in prompt
 
 
-def test_clip_results_carry_their_captions_too(hybrid_pack, image_dir) -> None:
+def test_clip_results_carry_their_captions_too(hybrid_pack, image_dir, caption_texts) -> None:
     """Text->image and image->image results: the caption is the node's text, so a query
     engine over the plain CLIP retrievers answers from the same words."""
     by_path = {
         str(p): text
         for p in image_dir.rglob("*.png")
-        for digest, text in _captions_by_file(image_dir).items()
+        for digest, text in caption_texts.items()
         if hashlib.sha256(p.read_bytes()).hexdigest() == digest
     }
     query = next(image_dir.rglob("architecture_0.png"))
@@ -522,33 +487,6 @@ def test_clip_results_carry_their_captions_too(hybrid_pack, image_dir) -> None:
         assert hits
         for hit in hits:
             assert hit.node.get_content() == by_path[hit.node.metadata["file_path"]]
-
-
-def test_branch_retrievers_compose_with_upstream_fusion(hybrid_pack) -> None:
-    """The branches from get_modules() inside LlamaIndex's own QueryFusionRetriever: full,
-    distinct image nodes (id-only nodes shared one content hash and upstream fusion,
-    which merges by hash, collapsed every image into one result)."""
-    branches = hybrid_pack.get_modules()["branch_retrievers"]
-    assert set(branches) == {"clip", "caption_vector", "bm25"}
-    fusion = QueryFusionRetriever(
-        list(branches.values()),
-        llm=MockLLM(),
-        mode="reciprocal_rerank",
-        similarity_top_k=6,
-        num_queries=1,
-        use_async=False,
-    )
-    hits = fusion.retrieve("系统架构图")
-    paths = [h.node.metadata.get("file_path") for h in hits]
-    assert len(hits) == 6 and None not in paths and len(set(paths)) == 6, paths
-    assert hits[0].node.metadata["category"] == "architecture"
-    # upstream merges by node hash: one image must hash alike in every branch
-    hashes: dict[str, set[str]] = {}
-    for branch in branches.values():
-        for hit in branch.retrieve("系统架构图"):
-            hashes.setdefault(hit.node.node_id, set()).add(hit.node.hash)
-    assert all(len(h) == 1 for h in hashes.values())
-    assert hits[0].score == pytest.approx(3 / 60, rel=0.1)  # first in all three branches
 
 
 def test_retrievers_taken_before_an_ingest_see_what_it_added(hybrid_pack, tmp_path) -> None:

@@ -157,3 +157,56 @@ def test_copies_of_an_exif_rotated_photo_store_the_same_size(pack, tmp_path) -> 
         for r in pack.store.iter_rows(["path", "width", "height"])
     }
     assert sizes == {"r1.jpg": (200, 400), "r2.jpg": (200, 400)}
+
+
+def _captioned(pack) -> set[str]:  # type: ignore[no-untyped-def]
+    return {row["path"] for row in pack.caption_store.iter_rows(["path"])}
+
+
+def test_delete_by_id_path_folder_and_node_with_their_captions(hybrid_pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    pack = hybrid_pack
+    before = _stored(pack)
+    assert _captioned(pack) == set(before)
+    zh = sorted(str(p) for p in (image_dir / "text_zh").glob("*.png"))
+    login = pack.retrieve("用户登录流程", mode="hybrid", branches=["bm25"], similarity_top_k=1)
+    assert login[0].node.metadata["file_path"] in zh
+    gone = _pngs(image_dir / "bar_chart")[0]
+    gone.unlink()  # a file already deleted on disk is still removed by its path
+    by_id = _pngs(image_dir / "flowchart")[0]
+    report = pack.delete(
+        [
+            login[0],  # a search result
+            str(gone),
+            image_node_id(by_id),
+            image_dir / "architecture",  # a folder
+            "/nowhere/cat.png",
+            12,
+        ]
+    )
+    removed_paths = {
+        login[0].node.metadata["file_path"],
+        str(gone),
+        str(by_id),
+        *(str(p) for p in _pngs(image_dir / "architecture")),
+    }
+    after = _stored(pack)
+    assert set(before) - set(after) == removed_paths
+    assert len(report.removed) == len(removed_paths)
+    assert [f.path for f in report.failed] == ["/nowhere/cat.png", "12"]
+    assert "not in the index" in report.failed[0].reason
+    assert "not an image id, a path or a node" in report.failed[1].reason
+    assert _captioned(pack) == set(after)  # their captions went with them
+    # BM25 and the fused search no longer find them
+    for query in ("用户登录流程", "系统架构图"):
+        hits = pack.retrieve(query, mode="hybrid", similarity_top_k=20)
+        assert not {h.node.metadata["file_path"] for h in hits} & removed_paths
+    assert (
+        pack.delete(str(image_dir / "architecture"))
+        .failed[0]
+        .reason.startswith("is a folder with no indexed image")
+    )
+
+
+def test_delete_before_anything_was_indexed_reports_each_item(pack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    report = pack.delete(["a.png", tmp_path])
+    assert report.removed == [] and len(report.failed) == 2

@@ -234,3 +234,50 @@ def test_copies_of_one_image_caption_from_a_copy_that_still_has_its_bytes(
             assert texts == {kept: "the original bytes", "x.png": "Unknown."}
         finally:
             pack.store.close()
+
+
+def test_settings_llm_and_embed_model_come_before_the_environment(
+    milvus_uri, fast_clip, image_dir, monkeypatch
+) -> None:
+    """With no captioner or caption embedder given, the ones a user set in LlamaIndex's
+    ``Settings`` are used, before the API keys in the environment; the report says so."""
+    from llama_index.core import Settings
+    from llama_index.embeddings.openai import OpenAIEmbedding
+    from llama_index.llms.openai import OpenAI
+
+    with ApiStub() as stub:
+        monkeypatch.delenv("CLIP_HYBRID_CAPTIONER")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment-0000")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        settings_key = "sk-from-settings-000000"
+        llm = OpenAI(model="gpt-4o-mini", api_key=settings_key, api_base=stub.openai_base_url)
+        embed = OpenAIEmbedding(
+            model="text-embedding-3-large", api_key=settings_key, api_base=stub.openai_base_url
+        )
+        monkeypatch.setattr(Settings, "_llm", llm)
+        monkeypatch.setattr(Settings, "_embed_model", embed)
+        with _pack(milvus_uri, fast_clip) as pack:
+            captions = pack.ingest(image_dir).captions
+        assert captions is not None and captions.failed == []
+        assert captions.captioner_source == "Settings.llm"
+        assert captions.embed_source == "Settings.embed_model"
+        assert captions.to_dict()["embed_model"] == pack.caption_store.model
+        assert "text-embedding-3-large" in captions.embed_model
+        chats = [r for r in stub.requests if r.path.endswith("/chat/completions")]
+        embeds = [r for r in stub.requests if r.path.endswith("/embeddings")]
+        assert chats and {r.body["model"] for r in chats} == {"gpt-4o-mini"}
+        assert embeds and {r.body["model"] for r in embeds} == {"text-embedding-3-large"}
+        used = {r.headers["authorization"] for r in chats + embeds}
+        assert used == {f"Bearer {settings_key}"}
+
+        # An argument wins over Settings; without Settings the environment's key is used.
+        with _pack(str(Path(milvus_uri).with_name("other.db")), fast_clip, captioner="none") as p:
+            assert p.ingest(image_dir).captions is None
+        monkeypatch.setattr(Settings, "_llm", None)
+        monkeypatch.setattr(Settings, "_embed_model", None)
+        with _pack(str(Path(milvus_uri).with_name("env.db")), fast_clip) as pack:
+            captions = pack.ingest(image_dir).captions
+        assert captions is not None and captions.captioner == "openai:gpt-4o"
+        assert captions.captioner_source == "OPENAI_API_KEY"
+        assert captions.embed_source == "OPENAI_API_KEY"
+        assert captions.embed_model == "text-embedding-3-small"

@@ -22,6 +22,7 @@ from pydantic import Field
 from .captions.base import CaptionError
 from .captions.llm import prepare_image
 from .images.sources import ImageSource, ImageSourceError
+from .options import OptionError
 
 DEFAULT_ANSWER_PROMPT = (
     "Answer the question from the images below and their captions (a caption is a model's "
@@ -48,6 +49,20 @@ class ImageQueryEngine(CustomQueryEngine):
     llm: LLM
     images: bool = True
     prompt: str = Field(default=DEFAULT_ANSWER_PROMPT)
+
+    @classmethod
+    def over(cls, pack: Any, llm: LLM | None = None, **kwargs: Any) -> ImageQueryEngine:
+        """The engine over a pack's hybrid retriever (``kwargs``: its options, and
+        ``images``); ``llm`` defaults to ``Settings.llm``. With nothing indexed yet the
+        CLIP retriever answers, with nothing, honestly."""
+        from llama_index.core import Settings
+
+        images = kwargs.pop("images", True)
+        try:
+            retriever: BaseRetriever = pack.hybrid_retriever(**kwargs)
+        except OptionError:
+            retriever = pack.text_retriever(**kwargs)
+        return cls(retriever=retriever, llm=llm or Settings.llm, images=images)
 
     def custom_query(self, query_str: str) -> Response:
         hits = self.retriever.retrieve(query_str)

@@ -12,24 +12,25 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import NodeWithScore
 from llama_index.core.vector_stores.types import MetadataFilters
-from llama_index.retrievers.selfhit import (
-    SelfHitFilteringRetriever,
-)
+from llama_index.retrievers.selfhit import SelfHitFilteringRetriever
 
 from ._compat.core_packs import pack_base
 from .captions.stage import CaptionStage
 from .captions.transform import VLMCaptionTransform
 from .clip.embedding import FastClipEmbedding, Precision
 from .clip.no_clip import NO_CLIP, NoClipEmbedding
-from .hybrid.bm25 import CaptionBM25Index, PersistentBM25, default_bm25_path
+from .events import dispatcher
+from .hybrid.bm25 import PersistentBM25, default_bm25_path
 from .hybrid.builder import BM25Choice, RetrieverBuilder
 from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .hybrid.fusion import RRFFusionRetriever
 from .ingest.ingestor import ImageIngestor
+from .ingest.removal import DeleteReport, delete_images
 from .ingest.report import IngestReport
 from .milvus.captions import CaptionStore
 from .milvus.database import is_local_uri
 from .milvus.images import ImageStore
+from .milvus.vector_store import llama_vector_store
 from .options import (
     DEFAULT_CAPTION_COLLECTION,
     DEFAULT_CLIP_MODEL,
@@ -40,11 +41,14 @@ from .options import (
     OptionError,
     check_top_k,
 )
+from .redaction import package_logger
 from .results import SearchResult
 from .routing import route_search
 
 if TYPE_CHECKING:
     from .answering import ImageQueryEngine
+
+logger = package_logger(__name__)
 
 
 class ClipHybridPack(pack_base()):  # type: ignore[misc]
@@ -218,6 +222,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
             bm25_backend=self._bm25_backend,
             similarity_top_k=self.similarity_top_k,
             keep_self_hit=self.keep_self_hit,
+            caption_of=self.captions.caption_of,
         )
 
     def close(self) -> None:
@@ -258,11 +263,16 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         }
 
     def run(self, query: Any, *, mode: Mode = "auto", **kwargs: Any) -> list[NodeWithScore]:
-        """Search: same as :meth:`retrieve`."""
-        return self.retrieve(query, mode=mode, **kwargs)
+        """Search (see :meth:`search`): a text query runs hybrid when captions can answer,
+        CLIP alone otherwise; an image query runs image->image. Which ran is logged (INFO);
+        :meth:`search` returns it with the hits."""
+        result = self.search(query, mode=mode, **kwargs)
+        logger.info("Search ran %s (%s).", result.mode, ", ".join(result.branches))
+        return result.hits
 
     # -- ingestion -----------------------------------------------------------------------
 
+    @dispatcher.span
     def ingest(
         self,
         inputs: Any,
@@ -292,13 +302,14 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         """Async :meth:`ingest` (it runs on a worker thread)."""
         return await asyncio.to_thread(self.ingest, inputs, **kwargs)
 
-    def refresh_bm25(self) -> CaptionBM25Index | None:
-        """Rebuild the BM25 index when captions changed (see :class:`PersistentBM25`)."""
-        return self.bm25.refresh()
-
-    def bm25_index(self) -> CaptionBM25Index | None:
-        """The persisted BM25 index, loaded once (see :class:`PersistentBM25`)."""
-        return self.bm25.index()
+    @dispatcher.span
+    def delete(self, items: Any) -> DeleteReport:
+        """Remove images (ids, file paths, folders or result nodes) and their captions;
+        an item that names nothing indexed is reported (see :func:`delete_images`)."""
+        report = delete_images(self.store, self.caption_store, items)
+        if report.removed and not self.retrievers.uses_milvus_bm25():
+            self.bm25.refresh()
+        return report
 
     # -- retrievers ----------------------------------------------------------------------
 
@@ -320,19 +331,21 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         """The fused retriever (see :meth:`RetrieverBuilder.hybrid_retriever`)."""
         return self.retrievers.hybrid_retriever(**kwargs)
 
+    def vector_store(self, collection: str = "images", **kwargs: Any) -> Any:
+        """LlamaIndex's ``MilvusVectorStore`` over the ``images`` (CLIP vectors) or
+        ``captions`` (caption vectors) collection, for ``VectorStoreIndex`` and
+        ``MultiModalVectorStoreIndex``; ``kwargs`` go to the store. Write through the pack:
+        the store reads (see :mod:`.milvus.vector_store`)."""
+        return llama_vector_store(
+            {"images": self.store, "captions": self.caption_store}, collection, **kwargs
+        )
+
     def as_query_engine(self, llm: Any = None, **kwargs: Any) -> ImageQueryEngine:
         """Answers from the images found: the hybrid retriever (``kwargs``), then ``llm``
         (default ``Settings.llm``) with images and captions (see :mod:`.answering`)."""
-        from llama_index.core import Settings
-
         from .answering import ImageQueryEngine
 
-        images = kwargs.pop("images", True)
-        try:
-            retriever: BaseRetriever = self.hybrid_retriever(**kwargs)
-        except OptionError:  # nothing indexed yet: CLIP answers with nothing, honestly
-            retriever = self.text_retriever(**kwargs)
-        return ImageQueryEngine(retriever=retriever, llm=llm or Settings.llm, images=images)
+        return ImageQueryEngine.over(self, llm, **kwargs)
 
     # -- search --------------------------------------------------------------------------
 
@@ -369,31 +382,18 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
                 caption vectors and BM25).
             branches: The hybrid branches to run (default: every one that can).
         """
-        route = route_search(
-            self, query, mode, similarity_top_k, filters, keep_self_hit, branches, rrf_k
-        )
-        if isinstance(route.retriever, RRFFusionRetriever):
-            hits, failed = route.retriever.retrieve_with_failures(route.bundle)
-            return route.result(hits, failed)
-        return route.result(route.retriever.retrieve(route.bundle), {})
+        return route_search(
+            self,
+            query,
+            mode=mode,
+            similarity_top_k=similarity_top_k,
+            filters=filters,
+            keep_self_hit=keep_self_hit,
+            branches=branches,
+            rrf_k=rrf_k,
+        ).run()
 
     async def asearch(self, query: Any, **kwargs: Any) -> SearchResult:
         """Async :meth:`search`."""
-        mode = kwargs.pop("mode", "auto")
-        route = await asyncio.to_thread(
-            route_search,
-            self,
-            query,
-            mode,
-            kwargs.pop("similarity_top_k", None),
-            kwargs.pop("filters", None),
-            kwargs.pop("keep_self_hit", None),
-            kwargs.pop("branches", None),
-            kwargs.pop("rrf_k", DEFAULT_RRF_K),
-        )
-        if kwargs:
-            raise TypeError(f"Unexpected options: {', '.join(kwargs)}")
-        if isinstance(route.retriever, RRFFusionRetriever):
-            hits, failed = await route.retriever.aretrieve_with_failures(route.bundle)
-            return route.result(hits, failed)
-        return route.result(await route.retriever.aretrieve(route.bundle), {})
+        route = await asyncio.to_thread(route_search, self, query, **kwargs)
+        return await route.arun()

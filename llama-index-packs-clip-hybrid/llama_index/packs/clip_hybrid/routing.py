@@ -11,16 +11,20 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import (
     ImageQueryBundle,
-    QueryImage,
     SelfHitFilteringRetriever,
     to_query_bundle,
 )
 
 from .clip.embedding import FastClipEmbedding
 from .clip.no_clip import no_clip_error
+from .hybrid.builder import RetrieverBuilder
+from .hybrid.fusion import RRFFusionRetriever
 from .milvus.collection import CollectionMismatchError
 from .options import (
+    BRANCH_BM25,
+    BRANCH_CAPTION,
     BRANCH_CLIP,
+    DEFAULT_RRF_K,
     OptionError,
     check_branches,
     check_mode,
@@ -28,6 +32,9 @@ from .options import (
     check_top_k,
 )
 from .results import SearchResult
+
+#: The branches that make ``auto`` a hybrid search for a text query.
+CAPTION_BRANCHES = (BRANCH_CAPTION, BRANCH_BM25)
 
 
 class Route:
@@ -40,6 +47,18 @@ class Route:
         self.bundle = bundle
         self.mode = mode
         self.branches = branches
+
+    def run(self) -> SearchResult:
+        """Run the search: the hits, and the branches that failed while others answered."""
+        if isinstance(self.retriever, RRFFusionRetriever):
+            return self.result(*self.retriever.retrieve_with_failures(self.bundle))
+        return self.result(self.retriever.retrieve(self.bundle), {})
+
+    async def arun(self) -> SearchResult:
+        """Async :meth:`run`."""
+        if isinstance(self.retriever, RRFFusionRetriever):
+            return self.result(*await self.retriever.aretrieve_with_failures(self.bundle))
+        return self.result(await self.retriever.aretrieve(self.bundle), {})
 
     def result(self, hits: list[NodeWithScore], failed: dict[str, str]) -> SearchResult:
         report = (
@@ -59,13 +78,15 @@ class Route:
 def route_search(
     pack: Any,
     query: Any,
-    mode: Any,
-    similarity_top_k: int | None,
-    filters: MetadataFilters | None,
-    keep_self_hit: bool | None,
-    branches: Sequence[str] | None,
-    rrf_k: float,
+    *,
+    mode: Any = "auto",
+    similarity_top_k: int | None = None,
+    filters: MetadataFilters | None = None,
+    keep_self_hit: bool | None = None,
+    branches: Sequence[str] | None = None,
+    rrf_k: float = DEFAULT_RRF_K,
 ) -> Route:
+    """The search ``pack.search(query, ...)`` runs (see ``ClipHybridPack.search``)."""
     mode = check_mode(mode)
     if similarity_top_k is not None:
         check_top_k(similarity_top_k)
@@ -78,17 +99,18 @@ def route_search(
     if not no_clip:
         check_ready(pack)
     build = pack.retrievers
-    if mode == "hybrid":
+    bundle: QueryBundle | None = None
+    if mode in ("auto", "hybrid"):
         bundle = to_query_bundle(query)
+    if mode == "auto" and _is_image(bundle):
+        mode = "image"
+    elif mode == "auto":  # a text query: hybrid when a caption branch can run
+        mode = "hybrid" if _has_caption_branch(build) else "text"
+    if mode == "hybrid":
+        assert bundle is not None
         query_image = None
-        if isinstance(bundle, ImageQueryBundle) or bundle.image_path:
-            bundle = _image_bundle_with_caption(pack, bundle)
-            query_image = bundle
-            if no_clip and not bundle.query_str:
-                raise OptionError(
-                    "Without CLIP an image query needs a caption of that image: index "
-                    "and caption it first, or search with a CLIP model."
-                )
+        if _is_image(bundle):
+            bundle = query_image = build.image_query(bundle)
         else:
             check_text_query(bundle.query_str)
         fusion = build.hybrid_retriever(
@@ -102,7 +124,9 @@ def route_search(
         return Route(fusion, bundle, "hybrid", list(fusion.branch_names))
     if no_clip:
         raise no_clip_error()
-    if mode == "text":
+    if bundle is not None:
+        pass  # auto: already made
+    elif mode == "text":
         if not isinstance(query, (str, QueryBundle)):
             raise OptionError(f"{{mode=text}} needs a string query, got {type(query).__name__}.")
         bundle = query if isinstance(query, QueryBundle) else QueryBundle(query_str=query)
@@ -110,7 +134,7 @@ def route_search(
         bundle = to_query_bundle(Path(query))
     else:
         bundle = to_query_bundle(query)
-    is_image = isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
+    is_image = _is_image(bundle)
     if mode == "image" and not is_image:
         raise OptionError(
             "{mode=image} needs an image: a path, bytes, a PIL image or an image node."
@@ -125,15 +149,16 @@ def route_search(
     return Route(retriever, bundle, "text", [BRANCH_CLIP])
 
 
-def _image_bundle_with_caption(pack: Any, bundle: QueryBundle) -> QueryBundle:
-    """The image query plus the caption of its bytes (stored or cached) as text, so
-    the caption branches can take part; without one only CLIP runs."""
-    image = QueryImage.from_query_bundle(bundle)
-    data = b""
-    if image is not None:
-        data = image.data or (Path(image.path).read_bytes() if image.path else b"")
-    bundle.query_str = pack.captions.caption_of(data) or ""
-    return bundle
+def _is_image(bundle: QueryBundle | None) -> bool:
+    return isinstance(bundle, ImageQueryBundle) or bool(bundle and bundle.image_path)
+
+
+def _has_caption_branch(build: RetrieverBuilder) -> bool:
+    """True when a caption branch (caption vectors or BM25) can run: then a text query
+    in ``auto`` mode runs hybrid, else CLIP alone. No caption collection costs a stat."""
+    if not build.captions.open_if_present():
+        return False
+    return bool(build.branches(wanted=CAPTION_BRANCHES, read_rows=False))
 
 
 def check_ready(pack: Any) -> None:

@@ -35,24 +35,52 @@ EmbedChoice = str | BaseEmbedding | None
 
 def choose_caption_embedding(choice: str | BaseEmbedding | None = "auto") -> EmbedChoice:
     """Which caption embedder ``auto|openai|local|none`` (or a ``BaseEmbedding``) means,
-    without building it: ``auto`` is text-embedding-3-small when ``OPENAI_API_KEY`` is
-    set, else the bundled all-MiniLM-L6-v2 when the ``local`` extra is installed, else
-    None (captions are kept for BM25 only)."""
+    without building it (see :func:`caption_embedding_choice`, which also says why)."""
+    return caption_embedding_choice(choice)[0]
+
+
+def settings_embed_model() -> BaseEmbedding | None:
+    """``Settings.embed_model`` when a user set a text embedder, else None: not a
+    placeholder (``MockEmbedding``, what ``Settings.embed_model = None`` sets) and not a
+    CLIP-like multimodal model (77-token text tower). Read without resolving the default."""
+    from llama_index.core import Settings
+    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+
+    model = getattr(Settings, "_embed_model", None)
+    if not isinstance(model, BaseEmbedding):
+        return None
+    return None if isinstance(model, (MockEmbedding, MultiModalEmbedding)) else model
+
+
+def caption_embedding_choice(
+    choice: str | BaseEmbedding | None = "auto",
+) -> tuple[EmbedChoice, str]:
+    """The caption embedder choice and where it came from (``argument``,
+    ``Settings.embed_model``, ``OPENAI_API_KEY``, ``no API key``). ``auto`` is
+    ``Settings.embed_model`` when one was set, else text-embedding-3-small when
+    ``OPENAI_API_KEY`` is set, else the bundled all-MiniLM-L6-v2 when the ``local``
+    extra is installed, else None (captions are kept for BM25 only)."""
     if choice is None or isinstance(choice, BaseEmbedding):
-        return choice
+        return choice, "argument"
+    source = "argument"
     if choice == "auto":
+        model = settings_embed_model()
+        if model is not None:
+            logger.info("Caption vectors: %s (from Settings.embed_model).", type(model).__name__)
+            return model, "Settings.embed_model"
         if os.environ.get("OPENAI_API_KEY"):
-            choice = "openai"
+            choice, source = "openai", "OPENAI_API_KEY"
         elif local_embedding_available():
-            choice = "local"
+            choice, source = "local", "no API key"
         else:
             logger.info("Caption vectors: none (no OPENAI_API_KEY, no local extra).")
-            return None
+            return None, "no API key"
         logger.info("Caption vectors: %s (chosen automatically).", choice)
     if choice == "none":
-        return None
+        return None, source
     if choice in ("openai", "local"):
-        return choice
+        return choice, source
     raise ValueError(f"caption_embed={choice!r} is not one of auto, openai, local, none.")
 
 

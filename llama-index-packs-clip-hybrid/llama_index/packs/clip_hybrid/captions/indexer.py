@@ -8,6 +8,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from .._util import chunks, unit_vector
+from ..events import Progress
 from ..milvus.captions import CaptionStore, fit_caption
 from ..milvus.collection import PLACEHOLDER
 from ..milvus.images import ImageStore
@@ -89,11 +90,10 @@ class CaptionIndexer:
         if self.show_progress and todo:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc="captions", unit="img")
+            bar = tqdm(desc="captions", unit="img")
+        progress = Progress("captions", total=len(todo), bar=bar)
         try:  # no call at all when todo is empty
-            outcomes, report = self.transform.caption_images(
-                todo, progress=bar.update if bar is not None else None
-            )
+            outcomes, report = self.transform.caption_images(todo, progress=progress.update)
         finally:
             if bar is not None:
                 bar.close()

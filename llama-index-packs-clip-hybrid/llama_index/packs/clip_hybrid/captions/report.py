@@ -44,6 +44,11 @@ class CaptionReport:
     """What one captioning run did. ``failed`` items are asked again by the next run."""
 
     captioner: str = ""
+    #: Where the captioner came from: argument, Settings.llm, OPENAI_API_KEY, ...
+    captioner_source: str = ""
+    #: The caption embedder (``none``: captions for BM25 only) and where it came from.
+    embed_model: str = ""
+    embed_source: str = ""
     captioned: int = 0
     cached: int = 0
     empty: int = 0
@@ -55,6 +60,9 @@ class CaptionReport:
         """Plain data (JSON-ready), as ``clip-hybrid index --json`` prints it."""
         return {
             "captioner": self.captioner,
+            "captioner_source": self.captioner_source,
+            "embed_model": self.embed_model,
+            "embed_source": self.embed_source,
             "captioned": self.captioned,
             "cached": self.cached,
             "empty": self.empty,

@@ -15,18 +15,19 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from .._util import chunks
+from ..events import IngestEndEvent, dispatcher
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
 from ..redaction import package_logger
-from .choice import resolve_captioner
+from .choice import choose_captioner
 from .embedding import (
     LOCAL_CAPTION_EMBED_MODEL,
     NO_CAPTION_VECTORS,
     OPENAI_CAPTION_EMBED_MODEL,
     EmbedChoice,
     build_caption_embedding,
+    caption_embedding_choice,
     choice_identity,
-    choose_caption_embedding,
     local_embedding_available,
 )
 from .indexer import CaptionIndexer, reconcile_captions
@@ -82,12 +83,17 @@ class CaptionStage:
         self._transform: VLMCaptionTransform | _Unset | None = _UNSET
         self._resolved_embed: EmbedChoice | _Unset = _UNSET
         self._embed_model: BaseEmbedding | _Unset | None = _UNSET
+        #: Where the captioner and the caption embedder came from (see the report).
+        self.captioner_source = ""
+        self.embed_source = ""
 
     @property
     def transform(self) -> VLMCaptionTransform | None:
         """The captioning step (None when captions are off); built on first use."""
         if isinstance(self._transform, _Unset):
-            resolved = resolve_captioner(self._captioner, model=self._model, language=self._lang)
+            resolved, self.captioner_source = choose_captioner(
+                self._captioner, model=self._model, language=self._lang
+            )
             self._transform = (
                 VLMCaptionTransform(
                     resolved, concurrency=self._concurrency, cache_path=self._cache_path
@@ -103,9 +109,10 @@ class CaptionStage:
         made the stored caption vectors when it is usable here."""
         if isinstance(self._resolved_embed, _Unset):
             choice = self._embed_choice
-            if choice == "auto":
-                choice = _embed_choice_for(self.captions.model) or "auto"
-            self._resolved_embed = choose_caption_embedding(choice)
+            recorded = _embed_choice_for(self.captions.model) if choice == "auto" else None
+            self._resolved_embed, self.embed_source = caption_embedding_choice(recorded or choice)
+            if recorded:
+                self.embed_source = "the stored caption vectors"
         return self._resolved_embed
 
     @property
@@ -131,7 +138,12 @@ class CaptionStage:
             embed=self.embed_choice if isinstance(self._embed_model, _Unset) else self._embed_model,
             show_progress=_on_a_terminal() if self.show_progress is None else self.show_progress,
         )
-        return indexer.update()
+        report = indexer.update()
+        report.captioner_source = self.captioner_source
+        report.embed_model = choice_identity(self.embed_choice)
+        report.embed_source = self.embed_source
+        dispatcher.event(IngestEndEvent(stage="captions", report=report.to_dict()))
+        return report
 
     def prune(self) -> None:
         """Captions off this run: still drop caption rows of removed or changed images."""

@@ -86,6 +86,10 @@ def run_index(args: argparse.Namespace, *, progress: bool) -> int:
         f"{captions.cached} cached, {len(captions.failed)} failed "
         f"({usage.calls} calls, {usage.retries} retries, {usage.total_tokens} tokens)"
     )
+    output.line(
+        f"  captioner from {captions.captioner_source or '?'}; caption vectors: "
+        f"{captions.embed_model or 'none'} (from {captions.embed_source or '?'})"
+    )
     for failure in captions.failed:
         where = output.escape(failure.path or failure.key)
         output.line(f"  no caption for {where}: {output.escape(failure.reason)}")
@@ -180,6 +184,7 @@ def run_search(args: argparse.Namespace, branches: list[str] | None) -> int:
                 f"({parts})"
             )
     else:
+        output.line(f"mode: {result.mode} (CLIP cosine)")
         for item in payload["results"]:
             output.line(f"{item['rank']:>3}. {item['score']:.4f}  {output.escape(item['path'])}")
         for item in payload["filtered_self_hits"]:

@@ -8,15 +8,18 @@ own BM25 on the caption collection).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
+from llama_index.core.schema import QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
-from llama_index.retrievers.selfhit import SelfHitFilteringRetriever
+from llama_index.retrievers.selfhit import QueryImage, SelfHitFilteringRetriever
 
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
@@ -50,6 +53,8 @@ class RetrieverBuilder:
         bm25: The persisted bm25s index of the captions.
         bm25_backend: ``auto`` (whichever the caption collection has), ``bm25s``, ``milvus``.
         similarity_top_k, keep_self_hit: Defaults for the retrievers built.
+        caption_of: The caption of an image's bytes (stored or cached), for image
+            queries in a hybrid search; None: image queries run CLIP alone.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class RetrieverBuilder:
         bm25_backend: BM25Choice = "auto",
         similarity_top_k: int = 5,
         keep_self_hit: bool = False,
+        caption_of: Callable[[bytes], str | None] | None = None,
     ) -> None:
         self.images = images
         self.captions = captions
@@ -72,6 +78,7 @@ class RetrieverBuilder:
         self.bm25_backend = bm25_backend
         self.similarity_top_k = check_top_k(similarity_top_k)
         self.keep_self_hit = keep_self_hit
+        self.caption_of = caption_of
 
     def uses_milvus_bm25(self) -> bool:
         """Milvus' own BM25 when asked for, or (auto) when the collection has it."""
@@ -140,31 +147,36 @@ class RetrieverBuilder:
         or image->image when ``query_image`` is given, self-hit filtered),
         ``caption_vector`` and ``bm25``.
 
-        Each returns full image nodes (path, metadata, content hash; no caption text, so
-        an image's node is the same, hash included, in every branch), so that any fusion,
-        postprocessor or evaluator can tell the images apart and merge each one.
-        ``read_rows=False``: image nodes with ids and scores only, for a fusion that reads
-        the rows of its final top-k (:meth:`hybrid_retriever`)."""
+        Each returns full image nodes (path, metadata, content hash, and the image's
+        caption as text: an image's node is the same, hash included, in every branch), so
+        that any fusion, postprocessor, evaluator or LLM can tell the images apart, merge
+        each one and read it. ``read_rows=False``: image nodes with ids and scores only
+        (no captions), for a fusion that reads the rows of its final top-k
+        (:meth:`hybrid_retriever`)."""
         keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
         filter_self = query_image is not None and not keep
         out: dict[str, BaseRetriever] = {}
         if BRANCH_CLIP in wanted and self.embed_model is not None and self.images.open_existing():
             if query_image is not None:
                 out[BRANCH_CLIP] = self.image_retriever(
-                    similarity_top_k=candidates, filters=filters, keep_self_hit=keep, captions=False
+                    similarity_top_k=candidates,
+                    filters=filters,
+                    keep_self_hit=keep,
+                    captions=read_rows,
                 )
             else:
                 out[BRANCH_CLIP] = self.text_retriever(
                     similarity_top_k=candidates,
                     filters=filters,
                     read_rows=read_rows,
-                    captions=False,
+                    captions=read_rows,
                 )
         common: dict[str, Any] = {
             "images": self.images,
             "similarity_top_k": candidates,
             "filters": filters,
             "read_rows": read_rows or filter_self,
+            "caption_text": self.captions if read_rows else None,
         }
         caption_branches: dict[str, BaseRetriever] = {}
         if BRANCH_CAPTION in wanted:
@@ -206,6 +218,15 @@ class RetrieverBuilder:
         Branches that cannot run (no captions yet, no caption embedder) are left out;
         ``retriever.branch_names`` says which run; ``branches`` restricts them (for
         example ``("caption_vector", "bm25")`` for captions only)."""
+        options: dict[str, Any] = {
+            "similarity_top_k": similarity_top_k,
+            "filters": filters,
+            "rrf_k": rrf_k,
+            "weights": weights,
+            "candidates": candidates,
+            "branches": branches,
+            "keep_self_hit": keep_self_hit,
+        }
         top_k = check_top_k(similarity_top_k or self.similarity_top_k)
         wanted = check_branches(branches) or BRANCHES
         weights = check_weights(weights)
@@ -228,4 +249,30 @@ class RetrieverBuilder:
             rrf_k=rrf_k,
             weights={k: v for k, v in weights.items() if k in available},
             finish=partial(finish_fused, self.images, self.captions),
+            image_fusion=None if query_image is not None else partial(self._for_image, options),
         )
+
+    def _for_image(
+        self, options: dict[str, Any], bundle: QueryBundle
+    ) -> tuple[RRFFusionRetriever, QueryBundle]:
+        """The fusion for an image query given to a hybrid retriever built for text: CLIP
+        image->image (self-hit filtered unless kept) and the caption branches with the
+        query image's caption, with the options the text fusion was built with."""
+        query = self.image_query(bundle)
+        return self.hybrid_retriever(query_image=query, **options), query
+
+    def image_query(self, bundle: QueryBundle) -> QueryBundle:
+        """A copy of an image query bundle with its image's caption (stored with an
+        indexed copy, or cached) as text, so the caption branches can take part; without
+        a caption only CLIP runs, and without CLIP that is an error naming the fix."""
+        image = QueryImage.from_query_bundle(bundle)
+        data = b""
+        if image is not None:
+            data = image.data or (Path(image.path).read_bytes() if image.path else b"")
+        caption = (self.caption_of(data) if self.caption_of is not None and data else None) or ""
+        if self.embed_model is None and not caption:
+            raise OptionError(
+                "Without CLIP an image query needs a caption of that image: index and "
+                "caption it first, or search with a CLIP model."
+            )
+        return dataclasses.replace(bundle, query_str=caption)

@@ -18,7 +18,7 @@ from ..milvus.filters import filters_to_expr
 from ..milvus.images import ImageStore
 from ..options import MAX_SEARCH_LIMIT
 from .bm25 import CaptionBM25Index
-from .nodes import image_nodes
+from .nodes import image_nodes, with_captions
 
 
 class _CaptionBranch(BaseRetriever):
@@ -33,6 +33,7 @@ class _CaptionBranch(BaseRetriever):
         similarity_top_k: Candidates returned.
         filters: Metadata filters on the images.
         read_rows: Read the image rows now (a self-hit filter needs paths and hashes).
+        caption_text: Give each node its image's caption as text (one read per query).
     """
 
     def __init__(
@@ -42,17 +43,22 @@ class _CaptionBranch(BaseRetriever):
         similarity_top_k: int = 50,
         filters: MetadataFilters | None = None,
         read_rows: bool = False,
+        caption_text: CaptionStore | None = None,
     ) -> None:
         self.images = images
         self.similarity_top_k = similarity_top_k
         self._expr = filters_to_expr(filters)
         self.read_rows = read_rows
+        self.caption_text = caption_text
         super().__init__()
 
     def _scored(self, query: str, limit: int) -> list[tuple[str, float]]:
         raise NotImplementedError
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return with_captions(self.caption_text, self._images(query_bundle))
+
+    def _images(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         """The top ``similarity_top_k`` images. Captions carry no image metadata, so a
         filter is applied to the images their hits point to: while fewer than k pass and
         the branch has more, it asks again for 4x as many captions (up to Milvus' 16,384)."""

@@ -40,6 +40,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.llms import MockLLM
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
+from llama_index.retrievers.selfhit import ImageQueryBundle
 
 from ..options import DEFAULT_RRF_K, check_rrf_k, check_weights
 from ..redaction import package_logger, redact
@@ -99,6 +100,10 @@ class RRFFusionRetriever(QueryFusionRetriever):
         weights: Branch name -> weight (default 1.0 each; upstream ignores weights in RRF).
         use_async: Run branches concurrently (default).
         finish: Applied to the fused top-k (the pack reads image rows for id-only nodes).
+        image_fusion: For an image query (a bundle with ``image_path``, or the selfhit
+            package's ``ImageQueryBundle``): the fusion that runs it and its query (the
+            pack's: CLIP image->image plus the caption branches with the image's caption).
+            None: every query goes to ``branches`` as given.
 
     Example:
         >>> fusion = RRFFusionRetriever({"clip": clip, "bm25": bm25})  # doctest: +SKIP
@@ -116,6 +121,7 @@ class RRFFusionRetriever(QueryFusionRetriever):
         weights: dict[str, float] | None = None,
         use_async: bool = True,
         finish: Callable[[list[NodeWithScore]], list[NodeWithScore]] | None = None,
+        image_fusion: Callable[[QueryBundle], tuple[RRFFusionRetriever, QueryBundle]] | None = None,
     ) -> None:
         if not branches:
             raise ValueError("Hybrid retrieval needs at least one branch.")
@@ -134,6 +140,7 @@ class RRFFusionRetriever(QueryFusionRetriever):
         self.rrf_k = rrf_k
         self.weights = [weights.get(n, 1.0) for n in names]
         self._finish = finish
+        self._image_fusion = image_fusion
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -205,6 +212,9 @@ class RRFFusionRetriever(QueryFusionRetriever):
     # caption can outlive its image), so that k results still come back.
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if self._image_fusion is not None and _is_image_query(query_bundle):
+            fusion, query = self._image_fusion(query_bundle)
+            return fusion._retrieve(query)
         with self._tolerating():
             if self.use_async:
                 results = self._run_nested_async_queries([query_bundle])
@@ -213,6 +223,9 @@ class RRFFusionRetriever(QueryFusionRetriever):
         return self._top(self._fuse(results))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        if self._image_fusion is not None and _is_image_query(query_bundle):
+            fusion, query = await asyncio.to_thread(self._image_fusion, query_bundle)
+            return await fusion._aretrieve(query)
         with self._tolerating():
             results = await self._run_async_queries([query_bundle])
         fused = self._fuse(results)
@@ -281,6 +294,10 @@ class _Fused:
             }
         )
         return NodeWithScore(node=copy, score=self.score)
+
+
+def _is_image_query(bundle: QueryBundle) -> bool:
+    return isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
 
 
 def _with(keys: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ from PIL import Image
 from .._util import chunks
 from ..clip.embedding import FastClipEmbedding
 from ..clip.no_clip import NoClipEmbedding
+from ..events import Progress
 from ..images.decode import DEFAULT_MAX_PIXELS, ImageLoadError, displayed_size, open_working_image
 from ..images.discovery import bytes_node_id, discover_images, image_node_id, printable_path
 from ..images.sources import ImageSourceError, file_sha256, node_source
@@ -125,10 +126,11 @@ class ImageIngestor:
         self._ensure_store()
         self._damaged = set(self.store.damaged_ids())  # re-embedded below: a repair
         expanded: Iterable[_Item] = self._expand(items, report, recursive)
-        progress = self._progress()
-        if progress is not None:  # found first, so that the bar has a total
+        bar = self._progress()
+        if bar is not None:  # found first, so that the bar has a total
             expanded = list(expanded)
-            progress.total = len(expanded)
+        total = len(expanded) if isinstance(expanded, list) else None
+        progress = Progress("images", total=total, bar=bar)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
             pending: _Chunk | None = None
             for batch in chunks(expanded, self.batch_size):
@@ -139,16 +141,14 @@ class ImageIngestor:
                     self._write(pending, report)
                     release_free_memory()  # the written chunk's buffers: see memory.py
                 pending = chunk
-                if progress is not None:
-                    progress.update(len(batch))
+                progress.update(len(batch))
             if pending is not None:
                 self._write(pending, report)
         if sync and roots:
             report.removed = self._remove_missing(roots, report, recursive=recursive)
         self.store.flush()
-        if progress is not None:
-            progress.close()
         report.seconds = time.perf_counter() - started
+        progress.end(report.to_dict())
         if report.failed:
             logger.warning(
                 "Skipped %d image(s) that could not be indexed, e.g. %s (%s); see the report.",

@@ -72,6 +72,11 @@ class MilvusDatabase:
         if not uri:
             raise ValueError("uri is empty; pass a local path (Milvus Lite) or http://host:19530.")
         self.is_local = is_local_uri(uri)
+        if self.is_local and not uri.endswith(".db"):  # pymilvus refuses it on connect
+            raise ValueError(
+                f"uri={uri!r}: a Milvus Lite database path must end with .db (for example "
+                f"{uri.rstrip('/')}.db); a Milvus server is http://host:19530."
+            )
         # A local path is resolved now, as pymilvus resolves it when it connects: the
         # in-process reads and close() find this database's server by its absolute path,
         # and must not follow a later os.chdir to another database.
@@ -82,6 +87,12 @@ class MilvusDatabase:
         self._connect_lock = threading.Lock()
         #: Milvus Lite: reads wait while a write (which may flush) runs.
         self.lock: ReadWriteLock | None = database_lock(self.uri) if self.is_local else None
+
+    @property
+    def token(self) -> str | None:
+        """The server token (for another client of this database, such as LlamaIndex's
+        ``MilvusVectorStore``); registered as a secret, so logs and pages mask it."""
+        return self._token
 
     def __repr__(self) -> str:  # never shows the token
         return f"MilvusDatabase(uri={self.uri!r})"

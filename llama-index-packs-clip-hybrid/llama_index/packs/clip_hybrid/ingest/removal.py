@@ -1,0 +1,116 @@
+"""Removing images from the index: by id, by file path (the file may be gone), by folder,
+or by a node a search returned, with their captions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_index.core.schema import BaseNode, NodeWithScore
+
+from .._util import chunks
+from ..images.discovery import image_node_id
+from ..milvus.captions import CaptionStore
+from ..milvus.images import ImageStore
+from .report import IngestFailure
+
+
+@dataclass
+class DeleteReport:
+    """What :func:`delete_images` removed (image ids) and the items that matched nothing."""
+
+    removed: list[str] = field(default_factory=list)
+    failed: list[IngestFailure] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "removed": len(self.removed),
+            "ids": list(self.removed),
+            "failed": [{"item": f.path, "reason": f.reason} for f in self.failed],
+        }
+
+
+def delete_images(images: ImageStore, captions: CaptionStore, items: Any) -> DeleteReport:
+    """Delete the image rows that ``items`` name, and their caption rows.
+
+    Each item is an image id, a file path (``~`` expanded; the file need not exist any
+    more), a folder (every image indexed under it), or a node (or ``NodeWithScore``) a
+    search returned. An item that names nothing indexed is reported, and the others are
+    still deleted."""
+    report = DeleteReport()
+    if not images.open_existing():
+        report.failed = [IngestFailure(_label(i), _NOT_INDEXED) for i in _items(items)]
+        return report
+    wanted: dict[str, None] = {}
+    folders: dict[str, str] = {}
+    for item in _items(items):
+        keys = _keys(item)
+        if keys is None:
+            report.failed.append(IngestFailure(_label(item), _NOT_A_KEY))
+            continue
+        ids, path = keys
+        found = images.get(ids, ["path"])
+        if found:
+            wanted.update(dict.fromkeys(found))
+        elif path is not None and os.path.isdir(path):
+            folders[path.rstrip(os.sep) + os.sep] = _label(item)
+        else:
+            report.failed.append(IngestFailure(_label(item), _NOT_INDEXED))
+    if folders:
+        matched: set[str] = set()
+        for row in images.iter_rows(["path"]):
+            prefix = next((p for p in folders if (row["path"] or "").startswith(p)), None)
+            if prefix is not None:
+                wanted[row["id"]] = None
+                matched.add(prefix)
+        report.failed += [
+            IngestFailure(label, "is a folder with no indexed image under it")
+            for prefix, label in folders.items()
+            if prefix not in matched
+        ]
+    ids = list(wanted)
+    for batch in chunks(ids, 1000):
+        if captions.open_if_present():  # a caption row has its image's id
+            captions.delete(batch)
+        images.delete(batch)
+    report.removed = ids
+    return report
+
+
+#: The image collection's primary key length.
+MAX_ID_LENGTH = 64
+_NOT_INDEXED = "is not in the index (no image id, file path or folder of it matches)"
+_NOT_A_KEY = "is not an image id, a path or a node; pass one of those"
+
+
+def _items(items: Any) -> list[Any]:
+    if isinstance(items, (str, os.PathLike, BaseNode, NodeWithScore)):
+        return [items]
+    if isinstance(items, Iterable):
+        return list(items)
+    return [items]
+
+
+def _keys(item: Any) -> tuple[list[str], str | None] | None:
+    """The row ids an item may name, and the absolute path it may be: a node's id; a
+    path's id; a string as an id too (ids are at most 64 characters)."""
+    if isinstance(item, NodeWithScore):
+        item = item.node
+    if isinstance(item, BaseNode):
+        return [item.node_id], None
+    if isinstance(item, os.PathLike) or (isinstance(item, str) and item.strip()):
+        text = os.fspath(item)
+        path = os.path.abspath(os.path.expanduser(text))
+        as_id = [text] if isinstance(item, str) and len(text) <= MAX_ID_LENGTH else []
+        return [*as_id, image_node_id(path)], path
+    return None
+
+
+def _label(item: Any) -> str:
+    if isinstance(item, NodeWithScore):
+        item = item.node
+    if isinstance(item, BaseNode):
+        return f"node {item.node_id}"
+    return os.fspath(item) if isinstance(item, str | os.PathLike) else repr(item)[:200]

@@ -94,10 +94,28 @@ def test_compose_example_runs_engine_tool_and_workflow(tiny_clip_checkpoint, tmp
         )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
+
+    def section(title: str) -> str:
+        return out.split(title, 1)[1].split("\n\n", 1)[0]
+
+    pipeline = section("IngestionPipeline (openai:gpt-4o):")
+    assert "text_zh_0.png: 'Saw 1 images.'" in pipeline  # the stub VLM's caption
+    assert "pack.ingest: 2 indexed (0 forward passes), 0 unchanged" in pipeline
     assert "branches: clip, caption_vector, bm25" in out
-    tool_section = out.split("RetrieverTool find_images:", 1)[1]
-    assert "images/text_zh/text_zh_0.png" in tool_section.split("\n\n", 1)[0]
+    assert "MilvusVectorStore images top-3 (the pack's own: True):" in out
+    assert (
+        "images/text_zh/text_zh_0.png"
+        in section("QueryFusionRetriever over clip, caption_vector, bm25:").split("\n")[1]
+    )
+    evaluation = section("RetrieverEvaluator, 8 sample queries:")
+    mrr = {
+        line.split(":")[0].strip(): float(line.split(":")[1])
+        for line in evaluation.splitlines()[1:]
+    }
+    assert set(mrr) == {"hybrid mrr", "clip mrr"} and mrr["hybrid mrr"] > mrr["clip mrr"]
+    assert "images/text_zh/text_zh_0.png" in section("RetrieverTool find_images:")
     assert "RetrieverQueryEngine: Saw 0 images." in out  # text-only synthesis
+    assert "ImageQueryEngine: Saw 3 images." in out  # images and captions to the VLM
     assert "Workflow: Saw 3 images." in out  # the images themselves went to the VLM
 
 

@@ -165,3 +165,44 @@ def test_a_milvus_bm25_collection_made_before_the_split_keeps_working(milvus_uri
         assert [i for i, _ in captions.search_bm25("quarterly revenue", limit=5)] == ["b"]
     finally:
         images.close()
+
+
+def test_bm25_alone_says_no_caption_matched_and_other_branches_fill_k(
+    glued_folder: Path, tmp_path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from llama_index.core.embeddings import MockEmbedding
+    from llama_index.packs.clip_hybrid.cli.main import main
+
+    require(OCRCaptioner.available(), "rapidocr-onnxruntime (the ocr extra)")
+    db = str(tmp_path / "empty.db")
+    cache = str(tmp_path / "captions.sqlite")
+    options = dict(clip_model="none", captioner="ocr", caption_cache_path=cache)
+    with ClipHybridPack(uri=db, caption_embed="none", show_progress=False, **options) as pack:
+        pack.ingest(glued_folder)
+        result = pack.search("zebra crossing")
+        assert result.hits == [] and result.branches == ["bm25"]
+        assert result.note.startswith("no caption matched")
+        assert result.to_dict()["note"] == result.note
+    for args in (["--json"], []):
+        capsys.readouterr()
+        code = main(["search", "zebra crossing", "--db", db, *args])
+        out = capsys.readouterr().out
+        assert code == 0
+        if args:
+            payload = json.loads(out)
+            assert payload["results"] == [] and payload["note"].startswith("no caption matched")
+        else:
+            assert "no caption matched" in out
+    # With another branch the same query still returns k images.
+    with ClipHybridPack(
+        uri=str(tmp_path / "both.db"),
+        caption_embed=MockEmbedding(embed_dim=8),
+        show_progress=False,
+        **options,
+    ) as pack:
+        pack.ingest(glued_folder)
+        result = pack.search("zebra crossing", similarity_top_k=3)
+        assert result.branches == ["caption_vector", "bm25"]
+        assert len(result.hits) == 3 and result.note == ""

@@ -115,7 +115,7 @@ def _show_captions(pack: Any, captions: Any) -> None:
     if not pack.caption_store.exists():
         return
     rows = sorted(pack.caption_store.iter_rows(["path", "text"]), key=lambda r: r["path"])
-    for row in [r for r in rows if "text_" in Path(r["path"]).parent.name][:6]:
+    for row in [r for r in rows if Path(r["path"]).parent.name.startswith("text_")][:6]:
         text = " ".join(row["text"].split())
         print(f"  {_rel(row['path'])}: {text[:70]}")
 

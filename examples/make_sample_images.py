@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llama_index.packs.clip_hybrid.testing import find_cjk_font, make_sample_images
+from llama_index.packs.clip_hybrid.testing import (
+    find_cjk_font,
+    make_hard_text_images,
+    make_sample_images,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,6 +34,10 @@ def main() -> None:
     images = make_sample_images(args.out, seed=args.seed)
     for image in images:
         print(f"{image.kind:16} {image.path.relative_to(args.out)}")
+    # Slides whose text OCR struggles with (bold, tight, small on busy backgrounds, mixed
+    # scripts): the hard half of examples/qrels.jsonl.
+    for hard in make_hard_text_images(args.out, seed=args.seed):
+        print(f"{'hard_text_' + hard.lang:16} {hard.path.relative_to(args.out)}")
 
 
 if __name__ == "__main__":

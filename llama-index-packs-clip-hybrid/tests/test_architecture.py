@@ -18,7 +18,7 @@ ROOT = "llama_index.packs.clip_hybrid"
 #: The layers, bottom first. A module imports only from its own part (sub-package or
 #: top-level module) and from parts in lower layers.
 LAYERS: list[set[str]] = [
-    {"_util", "events", "memory", "options", "redaction"},
+    {"_util", "events", "memory", "options", "redaction", "words"},
     {"_compat"},
     {"images", "milvus"},
     {"clip"},

@@ -13,6 +13,8 @@ from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid.testing import (
     KINDS,
     ApiStub,
+    find_cjk_font,
+    make_hard_text_images,
     make_sample_images,
     make_tiny_clip_checkpoint,
 )
@@ -57,6 +59,28 @@ def test_sample_images_are_deterministic_and_cover_every_kind(tmp_path):  # type
     assert {i.kind for i in first} >= set(KINDS)
     assert {i.lang for i in first if i.text} == {"en", "zh"}
     assert len(set(digests(first))) == len(first)  # no two images are the same bytes
+
+
+def test_hard_text_images_are_deterministic_and_match_the_shipped_set(tmp_path):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    first = make_hard_text_images(tmp_path / "one")
+    second = make_hard_text_images(tmp_path / "two")
+    other = make_hard_text_images(tmp_path / "three", seed=1, langs=("en",))
+
+    def digests(images):  # type: ignore[no-untyped-def]
+        return [hashlib.sha256(i.path.read_bytes()).hexdigest() for i in images]
+
+    assert digests(first) == digests(second)
+    assert digests(other) != digests(first)[: len(other)]
+    assert len(set(digests(first))) == len(first)
+    assert {i.lang for i in first} == {"en", "zh"} and len({i.title for i in first}) == len(first)
+    fonts = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", find_cjk_font() or "")
+    if all(Path(f).is_file() for f in fonts):  # the fonts the shipped images were drawn with
+        shipped = Path(__file__).resolve().parents[2] / "examples" / "images"
+        for image in first:
+            relative = image.path.relative_to(tmp_path / "one")
+            assert (shipped / relative).read_bytes() == image.path.read_bytes(), relative
 
 
 def test_openai_chat_with_image_and_embeddings(api_stub: ApiStub, sample_images):  # type: ignore[no-untyped-def]

@@ -9,6 +9,13 @@ from llama_index.core.schema import NodeWithScore
 from llama_index.retrievers.selfhit import SelfHitReport
 
 from .hybrid.nodes import HYBRID_METADATA_KEY
+from .options import BRANCH_BM25
+
+#: Why a search with BM25 as its only branch came back empty (said, never left blank).
+NO_CAPTION_MATCHED = (
+    "no caption matched: no indexed caption has a word of the query (BM25 is the only "
+    "branch here; with caption vectors or CLIP a search always returns the nearest images)"
+)
 
 
 @dataclass
@@ -22,7 +29,8 @@ class SearchResult:
         failed_branches: Branches that failed, by name, with the reason (the others
             answered).
         self_hits: What an image query dropped as the query itself (None for text).
-        note: Why there are no hits, when that needs saying.
+        note: Why there are no hits, when that needs saying: a hybrid search whose only
+            branch is BM25 and that found nothing says :data:`NO_CAPTION_MATCHED`.
     """
 
     hits: list[NodeWithScore]
@@ -31,6 +39,16 @@ class SearchResult:
     failed_branches: dict[str, str] = field(default_factory=dict)
     self_hits: SelfHitReport | None = None
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if (
+            not self.hits
+            and not self.note
+            and self.mode == "hybrid"
+            and self.branches == [BRANCH_BM25]
+            and not self.failed_branches
+        ):
+            self.note = NO_CAPTION_MATCHED
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): every hit as :func:`hit_to_dict` writes it."""

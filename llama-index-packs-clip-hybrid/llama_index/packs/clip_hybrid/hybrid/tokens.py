@@ -4,8 +4,10 @@ Upstream's ``\\w\\w+`` token pattern turns a whole run of Chinese characters int
 so a Chinese query matches nothing (LlamaIndex #13866). Here CJK runs are segmented with
 jieba (search mode: a compound also yields its parts, so 架构 finds 系统架构图) and other
 text is lower-cased, split on word characters, stripped of English stopwords and stemmed
-(Snowball English), so "diagrams" finds "diagram". Documents and queries go through the
-same function; :data:`TOKENIZER_SETTINGS` is persisted with every index built with it.
+(Snowball English), so "diagrams" finds "diagram". A token that OCR glued together
+("Quarterlyrevenue2023") is kept and followed by its words (:func:`..words.glued_parts`), so
+"quarterly revenue 2023" finds it. Documents and queries go through the same function;
+:data:`TOKENIZER_SETTINGS` is persisted with every index built with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from .._compat.jieba_quiet import load_jieba
+from ..words import SPLITTER_VERSION, VOCABULARY_SIZE, glued_parts
 
 #: Han (incl. extension A and compatibility), kana and hangul: scripts without spaces.
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
@@ -23,9 +26,11 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 #: What an index built with :func:`tokenize` depends on; stored with it, checked on load.
 TOKENIZER_SETTINGS: dict[str, Any] = {
     "name": "clip-hybrid-cjk",
-    "version": 1,
+    "version": 2,
     "cjk": "jieba.cut_for_search",
-    "latin": "lower, \\w+, english stopwords, snowball english",
+    "latin": "\\w+, each glued token followed by its words, lower, english stopwords, "
+    "snowball english",
+    "glued": f"wordsegment unigrams, top {VOCABULARY_SIZE}, v{SPLITTER_VERSION}",
 }
 
 
@@ -59,7 +64,11 @@ def _latin(text: str) -> list[str]:
     if not text.strip():
         return []
     stop = _stopwords()
-    words = [w for w in _WORD.findall(text.lower()) if w not in stop and not w.startswith("_")]
+    words: list[str] = []
+    for token in _WORD.findall(text):
+        words.append(token.lower())
+        words += glued_parts(token)  # [] for a token that is one word
+    words = [w for w in words if w not in stop and not w.startswith("_")]
     return list(_stemmer().stemWords(words))
 
 

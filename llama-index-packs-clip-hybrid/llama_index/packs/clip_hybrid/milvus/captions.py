@@ -3,14 +3,23 @@
 One row per image (the row id is the image's id in the image collection), in the same
 ``uri`` as the images: Milvus holds one dense field per collection, and CLIP's 512-dim
 image vectors and the captions' 1536-dim (or 384-dim offline) vectors differ.
+
+With Milvus' own BM25 (``bm25="milvus"``) the analyzer reads ``bm25_text``: the caption
+with the words of every glued token written after it (:func:`..words.split_glued`), so
+"quarterly revenue" finds an image whose OCR read "Quarterlyrevenue2023"; the caption in
+``text`` stays as it was read. Collections created before that field existed analyze
+``text`` itself and keep working as they did (rebuild one with ``overwrite=True``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..options import DEFAULT_CAPTION_COLLECTION
+from ..redaction import package_logger
+from ..words import split_glued
 from .collection import CollectionMismatchError, IndexConfig, Schema, VectorCollection
 from .images import ImageStore
 
@@ -21,6 +30,11 @@ CAPTION_FIELDS = ("text", "sha256", "cache_key", "captioner", "path")
 #: text on spaces and punctuation), then lower-case. Needs the jieba package (a dependency).
 MILVUS_ANALYZER = {"tokenizer": "jieba", "filter": ["lowercase"]}
 SPARSE_FIELD = "sparse"
+#: What the BM25 function reads in collections made by this version: the caption with
+#: glued words split (older collections analyze ``text``).
+BM25_INPUT_FIELD = "bm25_text"
+
+logger = package_logger(__name__)
 
 BM25Backend = Literal["bm25s", "milvus"]
 
@@ -46,8 +60,9 @@ def _caption_schema(bm25: BM25Backend) -> Schema:
             from .._compat.jieba_quiet import load_jieba
 
             load_jieba()  # Milvus Lite's analyzer runs jieba in this process
+            schema.add_field("text", DataType.VARCHAR, max_length=65535)
             schema.add_field(
-                "text",
+                BM25_INPUT_FIELD,
                 DataType.VARCHAR,
                 max_length=65535,
                 enable_analyzer=True,
@@ -58,7 +73,7 @@ def _caption_schema(bm25: BM25Backend) -> Schema:
                 Function(
                     name="caption_bm25",
                     function_type=FunctionType.BM25,
-                    input_field_names=["text"],
+                    input_field_names=[BM25_INPUT_FIELD],
                     output_field_names=[SPARSE_FIELD],
                 )
             )
@@ -108,19 +123,51 @@ class CaptionStore(VectorCollection):
         #: Used when the collection is created: with "milvus" it gets a BM25 function
         #: (text -> sparse vector) for Milvus' own full-text search.
         self.bm25 = bm25
+        self._splits_glued: bool | None = None  # see splits_glued_words()
 
     def has_milvus_bm25(self) -> bool:
         """True when the existing collection has Milvus' BM25 sparse field."""
         return SPARSE_FIELD in self.field_names()
 
+    def splits_glued_words(self) -> bool:
+        """True when Milvus' BM25 reads :data:`BM25_INPUT_FIELD` (glued words split);
+        False for a collection made before it, whose BM25 reads ``text`` as it is."""
+        if self._splits_glued is None:
+            fields = self.field_names()
+            self._splits_glued = BM25_INPUT_FIELD in fields
+            if SPARSE_FIELD in fields and not self._splits_glued:
+                logger.info(
+                    "Caption collection %r at %s was made by an older version: its BM25 "
+                    "does not split words that OCR glued together. Rebuild it with "
+                    "ingest(..., overwrite=True) (captions come back from the cache).",
+                    self.collection_name,
+                    self.uri,
+                )
+        return self._splits_glued
+
+    def _bm25_query(self, text: str) -> str:
+        return split_glued(text) if self.splits_glued_words() else text
+
+    def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write rows; where BM25 reads :data:`BM25_INPUT_FIELD`, it is filled from
+        each row's text (callers never pass it)."""
+        if rows and self.splits_glued_words():
+            rows = [{**r, BM25_INPUT_FIELD: fit_caption(split_glued(r["text"]))} for r in rows]
+        super().upsert(rows)
+
     def ensure(self, dim: int, *, model: str | None = None, overwrite: bool = False) -> None:
         super().ensure(dim, model=model, overwrite=overwrite)
+        self._splits_glued = None  # the collection may be new
         if self.bm25 == "milvus" and not self.has_milvus_bm25():
             raise CollectionMismatchError(
                 f"Caption collection {self.collection_name!r} at {self.uri} was created "
                 "without Milvus BM25; rebuild it with ingest(..., overwrite=True) (captions "
                 "come back from the caption cache, no API calls) or use bm25='bm25s'."
             )
+
+    def drop(self) -> None:
+        super().drop()
+        self._splits_glued = None
 
     def search_bm25(self, text: str, *, limit: int) -> list[tuple[str, float]]:
         """Milvus full-text search: (image id, BM25 score), best first. Milvus Lite returns
@@ -130,7 +177,7 @@ class CaptionStore(VectorCollection):
             return []
         result = self.client.search(
             self.collection_name,
-            data=[text],
+            data=[self._bm25_query(text)],
             anns_field=SPARSE_FIELD,
             limit=limit,
             search_params={"metric_type": "BM25"},
@@ -161,7 +208,7 @@ class CaptionStore(VectorCollection):
         if text.strip():
             requests.append(
                 AnnSearchRequest(
-                    data=[text],
+                    data=[self._bm25_query(text)],
                     anns_field=SPARSE_FIELD,
                     param={"metric_type": "BM25"},
                     limit=candidates,

@@ -6,6 +6,11 @@ from llama_index.packs.clip_hybrid.testing.api_stub import (
     RecordedRequest,
     caption_table,
 )
+from llama_index.packs.clip_hybrid.testing.hard_text import (
+    HardTextImage,
+    draw_hard_text,
+    make_hard_text_images,
+)
 from llama_index.packs.clip_hybrid.testing.requirements import require
 from llama_index.packs.clip_hybrid.testing.sample_images import (
     KINDS,
@@ -22,11 +27,14 @@ __all__ = [
     "KINDS",
     "ApiStub",
     "Fault",
+    "HardTextImage",
     "RecordedRequest",
     "SampleImage",
     "TinyClipConfig",
     "caption_table",
+    "draw_hard_text",
     "find_cjk_font",
+    "make_hard_text_images",
     "make_sample_images",
     "make_tiny_clip_checkpoint",
     "require",

@@ -183,3 +183,16 @@ def test_ingest_and_caption_progress_reach_llamaindex_instrumentation(
     ingest_spans = [s for s in spans.completed_spans if "ClipHybridPack.ingest" in s.id_]
     assert len(ingest_spans) == 1
     assert seen[0].span_id == ingest_spans[0].id_
+
+
+def test_auto_is_clip_alone_once_no_caption_is_left(hybrid_pack, fast_clip, image_dir) -> None:
+    """A caption collection with no rows left (its images deleted, new ones indexed with
+    captions off) answers nothing: ``auto`` runs CLIP alone, with real cosines."""
+    hybrid_pack.delete(image_dir)
+    assert hybrid_pack.caption_store.count() == 0
+    uri = hybrid_pack.store.uri
+    hybrid_pack.close()
+    with ClipHybridPack(uri=uri, embed_model=fast_clip, captioner="none") as pack:
+        pack.ingest(next(image_dir.rglob("*.png")).parent)
+        result = pack.search("a bar chart")
+    assert result.mode == "text" and result.branches == ["clip"]

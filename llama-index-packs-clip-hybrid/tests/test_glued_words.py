@@ -206,3 +206,30 @@ def test_bm25_alone_says_no_caption_matched_and_other_branches_fill_k(
         result = pack.search("zebra crossing", similarity_top_k=3)
         assert result.branches == ["caption_vector", "bm25"]
         assert len(result.hits) == 3 and result.note == ""
+
+
+def test_the_caption_embedder_reads_glued_words_split(  # type: ignore[no-untyped-def]
+    milvus_uri, fast_clip, image_dir, monkeypatch
+) -> None:
+    """Caption vectors are made from the caption with its glued words split (an embedder
+    reads "Quarterlyrevenue2023" as noise), while the stored caption stays as OCR read it."""
+    from llama_index.packs.clip_hybrid import LLMCaptioner
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    glued = "Quarterlyrevenue2023 Launchwindow09:30"
+    with ApiStub(caption=lambda request: glued) as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+        with ClipHybridPack(
+            uri=milvus_uri,
+            embed_model=fast_clip,
+            captioner=captioner,
+            caption_embed="openai",
+            show_progress=False,
+        ) as pack:
+            pack.ingest(next(image_dir.rglob("*.png")))
+            stored = [r["text"] for r in pack.caption_store.iter_rows(["text"])]
+    embedded = str([r.body["input"] for r in stub.requests if r.path.endswith("/embeddings")])
+    assert stored == [glued]
+    assert "quarterly revenue 2023" in embedded and "launch window 09" in embedded

@@ -192,19 +192,41 @@ def test_delete_by_id_path_folder_and_node_with_their_captions(hybrid_pack, imag
     after = _stored(pack)
     assert set(before) - set(after) == removed_paths
     assert len(report.removed) == len(removed_paths)
-    assert [f.path for f in report.failed] == ["/nowhere/cat.png", "12"]
-    assert "not in the index" in report.failed[0].reason
-    assert "not an image id, a path or a node" in report.failed[1].reason
+    reasons = {f.path: f.reason for f in report.failed}
+    assert set(reasons) == {"/nowhere/cat.png", "12"}
+    assert "not in the index" in reasons["/nowhere/cat.png"]
+    assert "not an image id, a path or a node" in reasons["12"]
     assert _captioned(pack) == set(after)  # their captions went with them
     # BM25 and the fused search no longer find them
     for query in ("用户登录流程", "系统架构图"):
         hits = pack.retrieve(query, mode="hybrid", similarity_top_k=20)
         assert not {h.node.metadata["file_path"] for h in hits} & removed_paths
-    assert (
-        pack.delete(str(image_dir / "architecture"))
-        .failed[0]
-        .reason.startswith("is a folder with no indexed image")
-    )
+    assert "not in the index" in pack.delete(str(image_dir / "architecture")).failed[0].reason
+
+
+def test_delete_names_no_expression_and_finds_gone_folders_and_ingested_nodes(  # type: ignore[no-untyped-def]
+    pack, image_dir, tmp_path
+) -> None:
+    """A string is an id only when shaped like one: a quote in it cannot rewrite the
+    Milvus expression (a file name with an apostrophe crashed the delete, and one crafted
+    string deleted every row). A folder already gone from disk and the very nodes given
+    to ``ingest`` are found too."""
+    bobs = tmp_path / "Bob's photos"
+    bobs.mkdir()
+    shutil.copyfile(_pngs(image_dir)[0], bobs / "it's.png")
+    gone = tmp_path / "gone"
+    shutil.copytree(image_dir / "bar_chart", gone)
+    node = ImageNode(image_path=str(_pngs(image_dir / "flowchart")[0]))
+    pack.ingest([image_dir, bobs, gone, node])
+    before = _stored(pack)
+    report = pack.delete(["a'] or id not in ['", "x') or true or ('", str(bobs / "it's.png")])
+    assert sorted(f.path for f in report.failed) == ["a'] or id not in ['", "x') or true or ('"]
+    assert set(before) - set(_stored(pack)) == {str(bobs / "it's.png")}
+    shutil.rmtree(gone)
+    report = pack.delete([str(gone) + os.sep, node])
+    assert report.failed == [] and len(report.removed) == 3
+    assert not [p for p in _stored(pack) if p.startswith(str(gone) + os.sep)]
+    assert node.image_path not in _stored(pack)
 
 
 def test_delete_before_anything_was_indexed_reports_each_item(pack, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -154,9 +154,10 @@ def _is_image(bundle: QueryBundle | None) -> bool:
 
 
 def _has_caption_branch(build: RetrieverBuilder) -> bool:
-    """True when a caption branch (caption vectors or BM25) can run: then a text query
-    in ``auto`` mode runs hybrid, else CLIP alone. No caption collection costs a stat."""
-    if not build.captions.open_if_present():
+    """True when a caption branch (caption vectors or BM25) can run over at least one
+    caption: then a text query in ``auto`` mode runs hybrid, else CLIP alone. No caption
+    collection costs a stat; an empty one (captions deleted or off) a count."""
+    if not build.captions.open_if_present() or build.captions.count() == 0:
         return False
     return bool(build.branches(wanted=CAPTION_BRANCHES, read_rows=False))
 

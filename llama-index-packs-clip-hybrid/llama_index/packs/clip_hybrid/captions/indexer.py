@@ -13,6 +13,7 @@ from ..milvus.captions import CaptionStore, fit_caption
 from ..milvus.collection import PLACEHOLDER
 from ..milvus.images import ImageStore
 from ..redaction import package_logger, redact
+from ..words import split_glued
 from .base import CaptionError, CaptionImage
 from .embedding import (
     NO_CAPTION_VECTORS,
@@ -146,7 +147,9 @@ class CaptionIndexer:
                 if model is None:  # no embedder: rows for BM25, placeholder vectors
                     vectors = [list(PLACEHOLDER) for _ in texts]
                 else:
-                    vectors = [unit_vector(v) for v in _embed(model, texts)]
+                    # glued OCR words split for the embedder too (the caption stays as read)
+                    split = [split_glued(text) for text in texts]
+                    vectors = [unit_vector(v) for v in _embed(model, split)]
             except Exception as exc:  # the captions stay cached: only embedding is retried
                 detail = (
                     exc.reason if isinstance(exc, CaptionError) else f"{type(exc).__name__}: {exc}"

@@ -86,6 +86,7 @@ class CaptionStage:
         #: Where the captioner and the caption embedder came from (see the report).
         self.captioner_source = ""
         self.embed_source = ""
+        self._mismatch_warned = False
 
     @property
     def transform(self) -> VLMCaptionTransform | None:
@@ -172,6 +173,9 @@ class CaptionStage:
             return None
         mine = choice_identity(choice)
         if recorded and recorded != mine:
+            if self._mismatch_warned:
+                return None
+            self._mismatch_warned = True  # once per pack: every auto search asks
             logger.warning(
                 "Caption vectors were made by %s but the caption embedder is %s: the "
                 "caption-vector branch is skipped (pass caption_embed=... to match).",

@@ -4,14 +4,16 @@ or by a node a search returned, with their captions."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index.core.schema import BaseNode, NodeWithScore
+from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 
 from .._util import chunks
-from ..images.discovery import image_node_id
+from ..images.discovery import bytes_node_id, image_node_id
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
 from .report import IngestFailure
@@ -54,11 +56,11 @@ def delete_images(images: ImageStore, captions: CaptionStore, items: Any) -> Del
         found = images.get(ids, ["path"])
         if found:
             wanted.update(dict.fromkeys(found))
-        elif path is not None and os.path.isdir(path):
+        elif path is not None and not os.path.isfile(path):  # a folder, there or gone
             folders[path.rstrip(os.sep) + os.sep] = _label(item)
         else:
             report.failed.append(IngestFailure(_label(item), _NOT_INDEXED))
-    if folders:
+    if folders:  # one pass over the stored paths for every folder asked for
         matched: set[str] = set()
         for row in images.iter_rows(["path"]):
             prefix = next((p for p in folders if (row["path"] or "").startswith(p)), None)
@@ -66,7 +68,7 @@ def delete_images(images: ImageStore, captions: CaptionStore, items: Any) -> Del
                 wanted[row["id"]] = None
                 matched.add(prefix)
         report.failed += [
-            IngestFailure(label, "is a folder with no indexed image under it")
+            IngestFailure(label, _NOT_INDEXED)
             for prefix, label in folders.items()
             if prefix not in matched
         ]
@@ -79,8 +81,9 @@ def delete_images(images: ImageStore, captions: CaptionStore, items: Any) -> Del
     return report
 
 
-#: The image collection's primary key length.
-MAX_ID_LENGTH = 64
+#: The pack's image ids: uuid5 of a path or of a content hash.
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NOT_INDEXED = "is not in the index (no image id, file path or folder of it matches)"
 _NOT_A_KEY = "is not an image id, a path or a node; pass one of those"
 
@@ -94,16 +97,24 @@ def _items(items: Any) -> list[Any]:
 
 
 def _keys(item: Any) -> tuple[list[str], str | None] | None:
-    """The row ids an item may name, and the absolute path it may be: a node's id; a
-    path's id; a string as an id too (ids are at most 64 characters)."""
+    """The row ids an item may name, and the absolute path it may be. Only strings shaped
+    like the pack's ids (uuid5) are tried as ids; a node is also tried by the id its image
+    was stored under (its path's, or its bytes' from the content hash it carries)."""
     if isinstance(item, NodeWithScore):
         item = item.node
     if isinstance(item, BaseNode):
-        return [item.node_id], None
+        ids = [item.node_id] if _ID.fullmatch(item.node_id) else []
+        path = getattr(item, "image_path", None) or item.metadata.get("file_path")
+        if isinstance(path, str) and path:
+            ids.append(image_node_id(os.path.abspath(os.path.expanduser(path))))
+        digest = item.metadata.get(CONTENT_HASH_METADATA_KEY)
+        if isinstance(digest, str) and _SHA256.fullmatch(digest):
+            ids.append(bytes_node_id(digest))
+        return ids, None
     if isinstance(item, os.PathLike) or (isinstance(item, str) and item.strip()):
         text = os.fspath(item)
         path = os.path.abspath(os.path.expanduser(text))
-        as_id = [text] if isinstance(item, str) and len(text) <= MAX_ID_LENGTH else []
+        as_id = [text] if isinstance(item, str) and _ID.fullmatch(text) else []
         return [*as_id, image_node_id(path)], path
     return None
 

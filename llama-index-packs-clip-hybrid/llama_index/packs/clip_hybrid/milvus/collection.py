@@ -280,10 +280,14 @@ class VectorCollection:
         return int(rows[0]["count(*)"])
 
     def get(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Rows by id (only those that exist)."""
+        """Rows by id (only those that exist). The ids are quoted as a Milvus expression
+        quotes strings (pymilvus' ``get`` pastes them between quotes as they are: an id
+        with a quote in it would rewrite the expression)."""
         if not ids:
             return {}
-        rows = self.client.get(self.collection_name, ids=list(ids), output_fields=list(fields))
+        rows = self.client.query(
+            self.collection_name, filter=f"id in {list_literal(ids)}", output_fields=list(fields)
+        )
         return {row["id"]: row for row in rows}
 
     def _lite(self) -> Any | None:

@@ -32,9 +32,27 @@ def test_glued_tokens_split_into_their_words(token: str, words: list[str]) -> No
 
 
 @pytest.mark.parametrize(
-    "word", ["information", "together", "dashboard", "therapist", "Hamburg", "nowhere", "é", "2023"]
+    "word",
+    [
+        "information",
+        "together",
+        "dashboard",
+        "therapist",
+        "Hamburg",
+        "nowhere",
+        "é",
+        "2023",
+        # accented Latin is one run (it was cut at every accent: "Zürich" -> z ü rich,
+        # and "rich" then matched "Zürich"); other scripts stay whole
+        "Zürich",
+        "résumé",
+        "Straße",
+        "Überblick",
+        "décembre",
+        "Москва",
+    ],
 )
-def test_a_word_stays_whole(word: str) -> None:
+def test_a_word_stays_whole(word: str) -> None:  # accented and other-script words too
     assert glued_parts(word) == []
 
 
@@ -44,6 +62,25 @@ def test_split_glued_keeps_the_token_and_leaves_other_scripts() -> None:
     )
     # mixed scripts in one \w run: the Chinese run stays one piece for jieba
     assert split_glued("用户Dashboardoverview") == "用户Dashboardoverview 用户 dashboard overview"
+
+
+def test_accented_and_wide_digits_split_only_at_script_changes() -> None:
+    assert glued_parts("Café2023") == ["café", "2023"]
+    assert glued_parts("Köln2023") == ["köln", "2023"]
+    assert glued_parts("２０２３年") == ["２０２３", "年"]  # full-width digits are kept
+
+
+def test_milvus_bm25_reads_the_whole_caption_then_the_split_words() -> None:
+    """The split words come after the whole caption, and only they are cut to fit the
+    field: a long caption's last words stay searchable (cutting the split text dropped them)."""
+    from llama_index.packs.clip_hybrid.milvus.captions import MAX_CAPTION_BYTES, bm25_input
+
+    caption = "Quarterlyrevenue2023 " * 2800 + "zebra crossing"
+    assert len(caption.encode()) <= MAX_CAPTION_BYTES
+    text = bm25_input(caption)
+    assert text.startswith(caption) and len(text.encode()) <= MAX_CAPTION_BYTES
+    assert "quarterly revenue 2023" in text[len(caption) :]
+    assert bm25_input("plain words") == "plain words"
 
 
 def test_a_query_shares_every_token_with_the_glued_text() -> None:
@@ -110,13 +147,14 @@ def test_bm25_finds_titles_that_ocr_read_glued(backend: str, glued_folder: Path,
         assert glued >= 2  # OCR did glue the words: the case this test is about
 
 
-def test_a_milvus_bm25_collection_made_before_the_split_keeps_working(milvus_uri) -> None:  # type: ignore[no-untyped-def]
+def test_a_milvus_bm25_collection_made_before_the_split_keeps_working(milvus_uri, caplog) -> None:  # type: ignore[no-untyped-def]
     """The layout of caption collections made by 0.x before ``bm25_text`` existed: the
     BM25 function reads ``text``. It is searched as before, nothing is rewritten."""
     from llama_index.packs.clip_hybrid import ImageStore
     from llama_index.packs.clip_hybrid.milvus.captions import BM25_INPUT_FIELD, CaptionStore
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+    caplog.set_level("INFO", logger="llama_index.packs.clip_hybrid")
     images = ImageStore(uri=milvus_uri)
     try:
         images.ensure(dim=4)
@@ -163,6 +201,10 @@ def test_a_milvus_bm25_collection_made_before_the_split_keeps_working(milvus_uri
         got = client.query("captions", filter='id == "a"', output_fields=["*"])[0]
         assert BM25_INPUT_FIELD not in got  # nothing new written into an old collection
         assert [i for i, _ in captions.search_bm25("quarterly revenue", limit=5)] == ["b"]
+        for _ in range(3):  # as captioning does, batch after batch: said once, not each time
+            captions.ensure(dim=4, model="m")
+            captions.splits_glued_words()
+        assert caplog.text.count("made by an older version") == 1
     finally:
         images.close()
 
@@ -185,6 +227,10 @@ def test_bm25_alone_says_no_caption_matched_and_other_branches_fill_k(
         assert result.hits == [] and result.branches == ["bm25"]
         assert result.note.startswith("no caption matched")
         assert result.to_dict()["note"] == result.note
+        from llama_index.packs.clip_hybrid.preview import PreviewApp
+
+        page = PreviewApp(pack).search({"mode": "hybrid", "query": "zebra crossing"})
+        assert page["results"] == [] and page["note"] == result.note  # the page says it too
     for args in (["--json"], []):
         capsys.readouterr()
         code = main(["search", "zebra crossing", "--db", db, *args])

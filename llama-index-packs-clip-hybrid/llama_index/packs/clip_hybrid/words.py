@@ -18,7 +18,7 @@ import re
 from functools import lru_cache
 
 #: Bump when the splitting changes: stored with every index whose tokens depend on it.
-SPLITTER_VERSION = 1
+SPLITTER_VERSION = 2
 #: The most frequent words kept from the list (it holds 333k; the rarest are mostly
 #: fragments and typos that split real words into junk).
 VOCABULARY_SIZE = 100_000
@@ -27,9 +27,12 @@ _MAX_WORD = 24
 _MAX_TOKEN = 80
 
 _WORD = re.compile(r"\w+")
-#: Letter runs, digit runs and everything else (underscores and non-ASCII letters),
-#: with a lower->upper case change as a boundary too ("totalRevenue").
-_PIECE = re.compile(r"[A-Z]*[a-z]+|[A-Z]+(?![a-z])|[0-9]+|[^\W\d_A-Za-z]+")
+#: Latin letters, accented ones included: one run, so "Zürich" or "résumé" stays a word.
+_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
+#: Runs of Latin letters, of other letters (Cyrillic, CJK, ...), and of digits.
+_RUN = re.compile(rf"[{_LATIN}]+|[^\W\d_{_LATIN}]+|\d+")
+#: An ASCII letter run's words at lower->upper case changes ("totalRevenue").
+_CASE = re.compile(r"[A-Z]*[a-z]+|[A-Z]+(?![a-z])")
 
 
 @lru_cache(maxsize=1)
@@ -82,13 +85,19 @@ def glued_parts(token: str) -> list[str]:
     if len(token) < 4 or len(token) > _MAX_TOKEN:
         return []
     parts: list[str] = []
-    for piece in _PIECE.findall(token):
-        lower = piece.lower()
-        if lower.isascii() and lower.isalpha() and len(lower) > 3:
-            parts.extend(_segment(lower))
-        else:
-            parts.append(lower)
+    for run in _RUN.findall(token):
+        if not (run.isascii() and run.isalpha()):  # digits, accented or other scripts
+            parts.append(run.lower())
+            continue
+        for piece in _CASE.findall(run):
+            lower = piece.lower()
+            parts.extend(_segment(lower) if len(lower) > 3 else [lower])
     return parts if len(parts) > 1 else []
+
+
+def glued_words(text: str) -> str:
+    """Only the words of ``text``'s glued tokens, space-separated (``""`` when none)."""
+    return " ".join(word for token in _WORD.findall(text) for word in glued_parts(token))
 
 
 def split_glued(text: str) -> str:

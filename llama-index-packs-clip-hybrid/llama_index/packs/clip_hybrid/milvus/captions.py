@@ -5,7 +5,7 @@ One row per image (the row id is the image's id in the image collection), in the
 image vectors and the captions' 1536-dim (or 384-dim offline) vectors differ.
 
 With Milvus' own BM25 (``bm25="milvus"``) the analyzer reads ``bm25_text``: the caption
-with the words of every glued token written after it (:func:`..words.split_glued`), so
+whole, then the words of its glued tokens (:func:`bm25_input`, :mod:`..words`), so
 "quarterly revenue" finds an image whose OCR read "Quarterlyrevenue2023"; the caption in
 ``text`` stays as it was read. Collections created before that field existed analyze
 ``text`` itself and keep working as they did (rebuild one with ``overwrite=True``).
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..options import DEFAULT_CAPTION_COLLECTION
 from ..redaction import package_logger
-from ..words import split_glued
+from ..words import glued_words, split_glued
 from .collection import CollectionMismatchError, IndexConfig, Schema, VectorCollection
 from .images import ImageStore
 
@@ -40,6 +40,13 @@ BM25Backend = Literal["bm25s", "milvus"]
 
 #: Milvus VARCHAR holds at most 65535 bytes; captions are cut to fit.
 MAX_CAPTION_BYTES = 60_000
+
+
+def bm25_input(caption: str) -> str:
+    """What Milvus' BM25 analyzes for a caption: the caption whole, then the words of its
+    glued tokens; only those extra words are cut to fit the field."""
+    words = glued_words(caption)
+    return fit_caption(f"{caption}\n{words}") if words else caption
 
 
 def fit_caption(text: str) -> str:
@@ -134,6 +141,8 @@ class CaptionStore(VectorCollection):
         False for a collection made before it, whose BM25 reads ``text`` as it is."""
         if self._splits_glued is None:
             fields = self.field_names()
+            if not fields:  # no collection yet: asked again once one is made
+                return False
             self._splits_glued = BM25_INPUT_FIELD in fields
             if SPARSE_FIELD in fields and not self._splits_glued:
                 logger.info(
@@ -152,12 +161,13 @@ class CaptionStore(VectorCollection):
         """Write rows; where BM25 reads :data:`BM25_INPUT_FIELD`, it is filled from
         each row's text (callers never pass it)."""
         if rows and self.splits_glued_words():
-            rows = [{**r, BM25_INPUT_FIELD: fit_caption(split_glued(r["text"]))} for r in rows]
+            rows = [{**r, BM25_INPUT_FIELD: bm25_input(r["text"])} for r in rows]
         super().upsert(rows)
 
     def ensure(self, dim: int, *, model: str | None = None, overwrite: bool = False) -> None:
         super().ensure(dim, model=model, overwrite=overwrite)
-        self._splits_glued = None  # the collection may be new
+        if overwrite:
+            self._splits_glued = None  # made again, by this version
         if self.bm25 == "milvus" and not self.has_milvus_bm25():
             raise CollectionMismatchError(
                 f"Caption collection {self.collection_name!r} at {self.uri} was created "

@@ -280,9 +280,7 @@ class VectorCollection:
         return int(rows[0]["count(*)"])
 
     def get(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Rows by id (only those that exist). The ids are quoted as a Milvus expression
-        quotes strings (pymilvus' ``get`` pastes them between quotes as they are: an id
-        with a quote in it would rewrite the expression)."""
+        """Rows by id (only those that exist); ids quoted, unlike pymilvus' ``get``."""
         if not ids:
             return {}
         rows = self.client.query(

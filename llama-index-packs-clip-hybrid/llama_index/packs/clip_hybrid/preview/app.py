@@ -258,6 +258,8 @@ class PreviewApp:
             out["branches"] = result.branches
             out["failed_branches"] = result.failed_branches
             out["terms"] = query_terms(query) if isinstance(query, str) else []
+        if result.note:  # "no caption matched": said, not an empty list
+            out["note"] = result.note
         for dropped in result.self_hits.dropped if result.self_hits else []:
             out["filtered"].append(
                 {

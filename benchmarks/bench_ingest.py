@@ -2,6 +2,7 @@
 
     uv run python benchmarks/bench_ingest.py --images 1000            # re-index ratio
     uv run python benchmarks/bench_ingest.py --images 10000 --rss     # peak RSS only
+    uv run python benchmarks/bench_ingest.py --images 300 --rss --workers 1   # one decode thread
 
 Each run is a fresh process set up as ``clip-hybrid index`` sets up its own
 (``memory.limit_memory_retention``: 2 malloc arenas, pyarrow on the system allocator);
@@ -31,13 +32,16 @@ def _current_rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_once(folder: Path, db: str, batch_size: int, captioner: str) -> dict[str, float]:
+def run_once(
+    folder: Path, db: str, batch_size: int, captioner: str, workers: int | None = None
+) -> dict[str, float]:
     pack = ClipHybridPack(
         uri=db,
         clip_model=str(vit_b_32_checkpoint()),
         show_progress=False,
         batch_size=batch_size,
         captioner=captioner,
+        workers=workers,
     )
     samples: list[float] = []
     done = threading.Event()
@@ -70,6 +74,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rss", action="store_true", help="one first run in a child process")
     parser.add_argument("--captioner", default="none", help="none (default) or ocr")
+    parser.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
     parser.add_argument(
         "--keep-allocator", action="store_true", help="do not call limit_memory_retention"
     )
@@ -80,7 +85,9 @@ def main() -> None:
             from llama_index.packs.clip_hybrid.memory import limit_memory_retention
 
             limit_memory_retention()
-        result = run_once(Path(args.child[0]), args.child[1], args.batch_size, args.captioner)
+        result = run_once(
+            Path(args.child[0]), args.child[1], args.batch_size, args.captioner, args.workers
+        )
         print(json.dumps(result))
         return
     vit_b_32_checkpoint()
@@ -88,6 +95,7 @@ def main() -> None:
     make_photos(folder, args.images)
     print(f"machine: {machine()}; {args.images} images in {folder}; captioner {args.captioner}")
     print("allocator: " + ("as is" if args.keep_allocator else "limit_memory_retention()"))
+    print(f"decode threads: {args.workers or 'the cores available'}")
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         runs = 1 if args.rss else 2
@@ -105,6 +113,7 @@ def main() -> None:
                     "--captioner",
                     args.captioner,
                     *(["--keep-allocator"] if args.keep_allocator else []),
+                    *(["--workers", str(args.workers)] if args.workers else []),
                 ],
                 capture_output=True,
                 text=True,

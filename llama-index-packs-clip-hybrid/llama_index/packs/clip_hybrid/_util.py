@@ -1,4 +1,5 @@
-"""Small shared helpers: batching, background prefetch, unit vectors, the user cache folder."""
+"""Small shared helpers: batching, background prefetch, unit vectors, the user cache folder,
+the cores a process may use."""
 
 from __future__ import annotations
 
@@ -48,3 +49,19 @@ def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/clip-hybrid`` (``~/.cache/clip-hybrid`` by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "clip-hybrid"
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU
+    quota (a container limited to 2 CPUs on a 64-core host gets 2)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)

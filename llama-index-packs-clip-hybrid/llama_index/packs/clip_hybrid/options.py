@@ -122,6 +122,11 @@ def check_mode(mode: Any, allowed: tuple[str, ...] = MODES) -> Mode:
     return mode
 
 
+def check_workers(value: Any) -> int | None:
+    """Decode threads: a whole number from 1, or None (every core the process may use)."""
+    return None if value is None else check_top_k(value, option="workers")
+
+
 def check_top_k(value: Any, *, option: str = "similarity_top_k", at_most: int | None = None) -> int:
     """A whole number of results from 1 (to ``at_most``)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -40,6 +40,7 @@ from .options import (
     Mode,
     OptionError,
     check_top_k,
+    check_workers,
 )
 from .redaction import package_logger
 from .results import SearchResult
@@ -78,7 +79,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         device, precision: For the CLIP model, see :class:`FastClipEmbedding`.
         similarity_top_k: Results per query.
         keep_self_hit: Keep the query image in image->image results.
-        batch_size: Images per ingestion chunk.
+        batch_size, workers: Images per ingestion chunk; decode threads (default: the cores).
         show_progress: Progress bar on ingestion (None: only on a terminal).
         captioner: ``auto`` (default; env ``CLIP_HYBRID_CAPTIONER``): GPT-4o when
             ``OPENAI_API_KEY`` is set, else Qwen-VL-Max when ``DASHSCOPE_API_KEY`` is set,
@@ -110,6 +111,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         similarity_top_k: int = 5,
         keep_self_hit: bool = False,
         batch_size: int = 64,
+        workers: int | None = None,
         show_progress: bool | None = None,
         captioner: Any = None,
         caption_model: str | None = None,
@@ -121,8 +123,8 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         bm25: BM25Choice = "auto",
     ) -> None:
         self.similarity_top_k = check_top_k(similarity_top_k)
-        if batch_size < 1:
-            raise OptionError(f"{{batch_size}} must be >= 1, got {batch_size}.")
+        check_top_k(batch_size, option="batch_size")
+        check_workers(workers)
         if bm25 not in ("auto", "bm25s", "milvus"):
             raise OptionError(f"{{bm25}} must be one of 'auto', 'bm25s', 'milvus'; got {bm25!r}.")
         self.keep_self_hit = keep_self_hit
@@ -137,8 +139,8 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         self._precision: Precision = precision
         self._embed_model = embed_model
         self._model_given = embed_model is not None
-        self._batch_size = batch_size
-        self._show_progress = show_progress
+        options = {"batch_size": batch_size, "workers": workers, "show_progress": show_progress}
+        self._ingest_options: dict[str, Any] = options
         self._ingestor: ImageIngestor | None = None
         self.captions = CaptionStage(
             images=self.store,
@@ -191,8 +193,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
             self._ingestor = ImageIngestor(
                 store=self.store,
                 embed_model=self.embed_model,
-                batch_size=self._batch_size,
-                show_progress=self._show_progress,
+                **self._ingest_options,
             )
         return self._ingestor
 

@@ -52,9 +52,12 @@ def run_index(args: argparse.Namespace, *, progress: bool) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.concurrency < 1:
         raise UsageError(f"--concurrency must be >= 1, got {args.concurrency}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     pack = make_pack(
         args,
         batch_size=args.batch_size,
+        workers=args.workers,
         show_progress=progress,
         captioner=args.captioner,
         caption_model=args.caption_model,

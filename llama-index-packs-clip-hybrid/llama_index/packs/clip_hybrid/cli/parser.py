@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop the existing collections first (everything indexed there is lost)",
     )
     index.add_argument("--batch-size", type=int, default=64)
+    index.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decode threads (default: the cores this process may use, cgroup-aware)",
+    )
     index.add_argument("--no-progress", action="store_true", help="no progress bars")
     captions = index.add_argument_group("captions (CLIP cannot read in-image text)")
     captions.add_argument(

@@ -213,11 +213,13 @@ class FastClipEmbedding(MultiModalEmbedding):
         except (OSError, RuntimeError, EOFError, KeyError) as exc:
             raise self._unavailable(exc) from exc
         dtype = self._pick_dtype(device)
-        self._model = cast_weights(model, dtype).eval()
         self._preprocess = preprocess
         self._device = device
         self._dtype = dtype
         self._path = path
+        # Last: _ensure_loaded's lock-free check reads _model, then uses the fields above
+        # (decode threads call model_sized while the first of them loads).
+        self._model = cast_weights(model, dtype).eval()
         if tower is not None:
             self._towers.add(tower)
         if tower == "visual":

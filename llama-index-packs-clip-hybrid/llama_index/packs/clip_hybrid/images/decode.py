@@ -15,6 +15,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .discovery import VECTOR_SUFFIXES
 
+# PIL warns from 89M pixels; our own max_pixels decides (12000 x 9000 is fine). One narrow
+# filter, set once: catch_warnings() around each decode saved and restored the process's
+# filters from every decode thread at once, which is not thread-safe (filters leaked, and
+# the warning escaped a neighbour thread's window).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.")
+
 #: Images above this many pixels are refused as likely decompression bombs (PIL's own
 #: limit is ~179M and only warns below it). 12000 x 9000 = 108M passes.
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -80,24 +86,20 @@ def _opened(source: ImageInput, *, max_pixels: int, name: str | None) -> Iterato
     if size == 0:
         raise ImageLoadError(label, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # PIL warns from 89M pixels; our own max_pixels decides (12000 x 9000 is fine).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(opened)  # type: ignore[arg-type]
-            try:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageLoadError(
-                        label,
-                        f"decompression bomb: {width}x{height} pixels is over "
-                        f"max_pixels={max_pixels}",
-                        problem="too_large",
-                    )
-                _refuse_slow_rle_bmp(label, img)
-                yield img
-            except BaseException:
-                img.close()
-                raise
+        img = Image.open(opened)  # type: ignore[arg-type]
+        try:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageLoadError(
+                    label,
+                    f"decompression bomb: {width}x{height} pixels is over max_pixels={max_pixels}",
+                    problem="too_large",
+                )
+            _refuse_slow_rle_bmp(label, img)
+            yield img
+        except BaseException:
+            img.close()
+            raise
     except ImageLoadError:
         raise
     except UnidentifiedImageError as exc:

@@ -17,17 +17,18 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageDocument, ImageNode
 from PIL import Image
 
-from .._util import chunks
+from .._util import available_cores, chunks
 from ..clip.embedding import FastClipEmbedding
 from ..clip.no_clip import NoClipEmbedding
 from ..events import Progress
-from ..images.decode import DEFAULT_MAX_PIXELS, ImageLoadError, displayed_size, open_working_image
+from ..images.decode import DEFAULT_MAX_PIXELS, displayed_size, open_working_image
 from ..images.discovery import bytes_node_id, discover_images, image_node_id, printable_path
 from ..images.sources import ImageSourceError, file_sha256, node_source
 from ..memory import release_free_memory
 from ..milvus.collection import PLACEHOLDER
 from ..milvus.images import ImageStore
 from ..redaction import package_logger
+from .decoding import ChunkDecoder
 from .report import IngestFailure, IngestReport
 from .rows import (
     image_row,
@@ -88,9 +89,14 @@ class ImageIngestor:
         batch_size: int = 64,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         show_progress: bool | None = None,
+        workers: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1.")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers={workers} must be >= 1 (None: every core available).")
+        #: Decode threads (see :class:`ChunkDecoder`): by default the cores this process may use.
+        self.workers = workers or available_cores()
         self.store = store
         self.embed_model = embed_model
         self.batch_size = batch_size
@@ -98,6 +104,7 @@ class ImageIngestor:
         self.show_progress = show_progress
         self._vectors = VectorCache()
         self._damaged: set[str] = set()
+        self._empty = False
         self._dim_checked = False
 
     # -- public --------------------------------------------------------------------------
@@ -125,18 +132,24 @@ class ImageIngestor:
         seen: set[str] = set()
         self._ensure_store()
         self._damaged = set(self.store.damaged_ids())  # re-embedded below: a repair
+        # A first ingest has nothing stored to compare with or reuse: no lookups per chunk
+        # (on Milvus Lite they took a third of the non-model time; bench_decode.py).
+        self._empty = self.store.count() == 0
         expanded: Iterable[_Item] = self._expand(items, report, recursive)
         bar = self._progress()
         if bar is not None:  # found first, so that the bar has a total
             expanded = list(expanded)
         total = len(expanded) if isinstance(expanded, list) else None
         progress = Progress("images", total=total, bar=bar)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool,
+            ChunkDecoder(self._open_sized, workers=self.workers, budget=self.max_pixels) as decoder,
+        ):
             pending: _Chunk | None = None
             for batch in chunks(expanded, self.batch_size):
                 seen.update(item.id for item in batch)
                 chunk = self._classify(batch, report)
-                chunk.decoded = pool.submit(self._decode, chunk.todo, report)
+                chunk.decoded = pool.submit(decoder.decode, chunk.todo, report)
                 if pending is not None:
                     self._write(pending, report)
                     release_free_memory()  # the written chunk's buffers: see memory.py
@@ -264,7 +277,7 @@ class ImageIngestor:
                 report.failed.append(IngestFailure(item.path, reason))
         with_metadata = any(item.metadata for item in ready)
         fields = ["sha256", "$meta"] if with_metadata else ["sha256"]
-        stored = self.store.get([i.id for i in ready], fields)
+        stored = {} if self._empty else self.store.get([i.id for i in ready], fields)
         todo = []
         for item in ready:
             row = stored.get(item.id, {})
@@ -276,7 +289,7 @@ class ImageIngestor:
             else:
                 todo.append(item)
         missing = [i.sha256 for i in todo if i.sha256 not in self._vectors]
-        known = self.store.vectors_by_sha256(missing) if missing else {}
+        known = self.store.vectors_by_sha256(missing) if missing and not self._empty else {}
         for item in todo:
             if item.id in self._damaged:  # its stored copy is the damage: embed it again
                 report.repaired += 1
@@ -284,26 +297,15 @@ class ImageIngestor:
             item.vector = self._vectors.get(item.sha256) or known.get(item.sha256)
         return _Chunk(todo=todo)
 
-    def _decode(self, todo: list[_Item], report: IngestReport) -> list[tuple[_Item, Image.Image]]:
-        """Open the images that need a forward pass (runs on the decode thread)."""
-        out = []
-        pending_shas: set[str] = set()
-        for item in todo:
-            if item.vector is not None or item.sha256 in pending_shas:
-                continue  # copied from identical bytes, no decode needed
-            try:
-                img = self._open(item)
-            except ImageLoadError as exc:
-                report.failed.append(IngestFailure(item.path or item.id, exc.reason))
-                continue
-            item.width, item.height = img.info.get("source_size", img.size)
-            if isinstance(self.embed_model, FastClipEmbedding):
-                # 224 x 224 now: the chunk waiting for the model holds ~150 KB per image
-                # instead of a decoded photo (up to 3 MB at the working size).
-                img = self.embed_model.model_sized(img)
-            pending_shas.add(item.sha256)
-            out.append((item, img))
-        return out
+    def _open_sized(self, item: _Item) -> Image.Image:
+        """One image for the forward pass (on a decode thread): its size noted, and for
+        CLIP already 224 x 224, so a chunk waiting for the model holds ~150 KB per image
+        instead of a decoded photo (up to 3 MB at the working size)."""
+        img = self._open(item)
+        item.width, item.height = img.info.get("source_size", img.size)
+        if isinstance(self.embed_model, FastClipEmbedding):
+            img = self.embed_model.model_sized(img)
+        return img
 
     def _open(self, item: _Item) -> Image.Image:
         """The image at the working size (THE decoder, the same for files and bytes)."""

@@ -1,18 +1,26 @@
 """CLIP embedding speed: FastClipEmbedding vs upstream ClipEmbedding, side by side.
 
     uv run python benchmarks/bench_embedding.py [--images 48] [--rounds 3] [--bf16]
+    uv run python benchmarks/bench_embedding.py --tokenizer-only
 
 Full-size ViT-B/32 shapes with random weights, on this machine's CPU. Reports ratios
 (ours vs upstream) per round and their spread; the rounds interleave the alternatives.
 Throughputs are rates (items/s): upstream texts are timed on --upstream-texts of them,
 ours on --texts (the upstream loop is slow). bf16 runs when the CPU has native bf16 or
 with --bf16 (elsewhere it is emulated and far slower).
+
+Tokenizing alone (every round, or only with --tokenizer-only): our tokenizer (byte pairs
+merged in compiled code) vs OpenAI's ``clip.tokenize`` (Python), on the same texts: the
+--texts batch seen before (both cache merged words), the same number of texts of words
+never seen (caches cleared, as a caption's or a new query's words are), and one query.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
+import string
 import tempfile
 
 from _common import CACHE, machine, make_photos, percentile, spread, timed, vit_b_32_checkpoint
@@ -20,6 +28,7 @@ from llama_index.core.schema import ImageType
 from llama_index.embeddings.clip import ClipEmbedding
 from llama_index.packs.clip_hybrid import FastClipEmbedding
 from llama_index.packs.clip_hybrid.clip.precision import cpu_has_native_bf16
+from llama_index.packs.clip_hybrid.clip.tokenizer import tokenize_batch
 
 QUERIES = [
     "a system architecture diagram",
@@ -31,6 +40,56 @@ QUERIES = [
 ]
 
 
+def unseen_texts(n: int, seed: int) -> list[str]:
+    """``n`` texts of 12 made-up words each: no tokenizer cache has seen them."""
+    rng = random.Random(seed)
+    letters = string.ascii_lowercase
+    words = lambda: (  # noqa: E731
+        "".join(rng.choice(letters) for _ in range(rng.randint(3, 12))) for _ in range(12)
+    )
+    return [" ".join(words()) for _ in range(n)]
+
+
+def tokenizer_round(texts: list[str], seed: int, queries: int) -> dict[str, float]:
+    """ms per call, ours and clip's, for the batch (warm), unseen texts (cold), a query."""
+    import clip
+    import llama_index.packs.clip_hybrid.clip.tokenizer as ours_module
+
+    out: dict[str, float] = {}
+    tokenize_batch(texts)
+    clip.tokenize(texts, truncate=True)  # both caches warm
+    out["ours warm"] = timed(lambda: tokenize_batch(texts))[0] * 1000
+    out["clip warm"] = timed(lambda: clip.tokenize(texts, truncate=True))[0] * 1000
+    new = unseen_texts(len(texts), seed)
+    ours_module.clip_tokenizer.cache_clear()  # a fresh tokenizer: nothing merged yet
+    ours_module.clip_tokenizer()
+    out["ours cold"] = timed(lambda: tokenize_batch(new))[0] * 1000
+    new = unseen_texts(len(texts), seed + 1000)
+    clip.clip._tokenizer.cache = {t: t for t in ("<|startoftext|>", "<|endoftext|>")}
+    out["clip cold"] = timed(lambda: clip.tokenize(new, truncate=True))[0] * 1000
+    ours_q, clip_q = [], []
+    for i in range(queries):
+        q = QUERIES[i % len(QUERIES)]
+        ours_q.append(timed(lambda q=q: tokenize_batch([q]))[0] * 1000)
+        clip_q.append(timed(lambda q=q: clip.tokenize([q]))[0] * 1000)
+    out["ours query"], out["clip query"] = percentile(ours_q, 50), percentile(clip_q, 50)
+    return out
+
+
+def print_tokenizer(rounds: list[dict[str, float]], n: int) -> None:
+    for kind, what in (("warm", f"{n} texts seen before"), ("cold", f"{n} unseen texts")):
+        ours = [r[f"ours {kind}"] for r in rounds]
+        theirs = [r[f"clip {kind}"] for r in rounds]
+        ratio = [r[f"clip {kind}"] / r[f"ours {kind}"] for r in rounds]
+        print(
+            f"tokenizing {what}: ours {spread(ours)} ms, clip.tokenize {spread(theirs)} ms: "
+            f"{spread(ratio)}x faster"
+        )
+    ours = [r["ours query"] * 1000 for r in rounds]
+    theirs = [r["clip query"] * 1000 for r in rounds]
+    print(f"tokenizing one query, p50: ours {spread(ours)} us, clip.tokenize {spread(theirs)} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=48)
@@ -39,11 +98,20 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time bf16 on a non-bf16 CPU")
+    parser.add_argument("--tokenizer-only", action="store_true", help="time tokenizing alone")
     args = parser.parse_args()
+    texts = [f"{QUERIES[i % len(QUERIES)]} number {i}" for i in range(args.texts)]
+    print(f"machine: {machine()}")
+    tokenizing = []
+    if args.tokenizer_only:
+        for round_ in range(args.rounds):
+            tokenizing.append(tokenizer_round(texts, round_, args.queries))
+        print_tokenizer(tokenizing, len(texts))
+        return
 
     ckpt = str(vit_b_32_checkpoint())
     photos: list[ImageType] = [str(p) for p in make_photos(CACHE / "photos", args.images)]
-    texts = [f"{QUERIES[i % len(QUERIES)]} number {i}" for i in range(args.texts)]
+    big = [str(p) for p in make_photos(CACHE / "photos_4000x3000", 4, size=(4000, 3000))]
     upstream = ClipEmbedding(model_name=ckpt)
     fp32 = FastClipEmbedding(model_name=ckpt, precision="fp32", embed_batch_size=32)
     auto = FastClipEmbedding(model_name=ckpt, embed_batch_size=32)
@@ -54,15 +122,14 @@ def main() -> None:
         model.get_text_embedding("warm up")
         model.get_image_embedding_batch(photos[:4])
     upstream.get_text_embedding("warm up")
-    print(
-        f"machine: {machine()}; native bf16: {cpu_has_native_bf16()}; "
-        f"auto precision -> {auto.resolved_precision}"
-    )
+    print(f"native bf16: {cpu_has_native_bf16()}; auto precision -> {auto.resolved_precision}")
 
     image_ratio: dict[str, list[float]] = {"fp32": [], "bf16": []}
     rates: dict[str, list[float]] = {"upstream": [], "fp32": [], "bf16": []}
     text_batch_ratio, query_ratio = [], []
     query_p50: dict[str, list[float]] = {"upstream": [], "ours": []}
+    # One image query (image->image), through the decoder ingestion uses, p50 in ms.
+    image_p50: dict[str, list[float]] = {k: [] for k in ("up", "ours", "up big", "ours big")}
     for round_ in range(args.rounds):
         t_up, _ = timed(lambda: [upstream.get_image_embedding(p) for p in photos])
         t_fp32, _ = timed(lambda: fp32.get_image_embedding_batch(photos))
@@ -88,6 +155,15 @@ def main() -> None:
         query_p50["upstream"].append(percentile(ups, 50))
         query_p50["ours"].append(percentile(ours, 50))
         query_ratio.append(percentile(ours, 50) / percentile(ups, 50))
+        tokenizing.append(tokenizer_round(texts, round_, args.queries))
+        for suffix, files in (("", photos), (" big", big)):
+            ups, ours = [], []
+            for i in range(min(args.queries, 12)):
+                path = files[i % len(files)]
+                ups.append(timed(lambda p=path: upstream.get_image_embedding(p))[0] * 1000)
+                ours.append(timed(lambda p=path: auto.get_image_embedding(p))[0] * 1000)
+            image_p50["up" + suffix].append(percentile(ups, 50))
+            image_p50["ours" + suffix].append(percentile(ours, 50))
         bf16_rate = f"{rates['bf16'][-1]:.1f}" if with_bf16 else "-"
         print(
             f"round {round_ + 1}: images/s upstream {rates['upstream'][-1]:.1f}, "
@@ -117,6 +193,14 @@ def main() -> None:
         f"p50 ms upstream {statistics.median(query_p50['upstream']):.1f}, "
         f"ours {statistics.median(query_p50['ours']):.1f}"
     )
+    for suffix, size in (("", "640x480"), (" big", "4000x3000")):
+        ours, up = image_p50["ours" + suffix], image_p50["up" + suffix]
+        ratio = [o / u for o, u in zip(ours, up, strict=True)]
+        print(
+            f"one image query ({size} JPEG), p50: ours {spread(ours)} ms, upstream "
+            f"{spread(up)} ms, ratio {spread(ratio)}"
+        )
+    print_tokenizer(tokenizing, len(texts))
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ def test_tokenizer_gives_clips_ids(fast_clip) -> None:  # type: ignore[no-untype
     import random
 
     from clip.simple_tokenizer import SimpleTokenizer
-    from llama_index.packs.clip_hybrid.clip.tokenizer import clip_tokenizer
+    from llama_index.packs.clip_hybrid.clip.tokenizer import clip_tokenizer, tokenize_batch
 
     rng = random.Random(0)
     words = [
@@ -319,12 +319,63 @@ def test_tokenizer_gives_clips_ids(fast_clip) -> None:  # type: ignore[no-untype
         corpus.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))))
     theirs = SimpleTokenizer()
     ours = clip_tokenizer()
-    mismatched = [text for text in corpus if ours.encode(text) != theirs.encode(text)]
+    expected = [theirs.encode(text) for text in corpus]
+    pairs = zip(corpus, expected, strict=True)
+    mismatched = [text for text, ids in pairs if ours.encode(text) != ids]
     assert mismatched == []
-    assert (ours.start_id, ours.end_id) == (
-        theirs.encoder["<|startoftext|>"],
-        theirs.encoder["<|endoftext|>"],
-    )
+    # In one batch (ASCII and other text merged in separate compiled calls, then put back
+    # in order) and as the model's rows.
+    assert ours.encode_batch(corpus) == expected
+    rows = tokenize_batch([*corpus[:200], "a" * 500], 77)
+    sot, eot = theirs.encoder["<|startoftext|>"], theirs.encoder["<|endoftext|>"]
+    for row, ids in zip(rows.tolist(), [*expected[:200], theirs.encode("a" * 500)], strict=True):
+        ids = [sot, *ids[:75], eot]
+        assert row == ids + [0] * (77 - len(ids))
+    assert (ours.start_id, ours.end_id) == (sot, eot)
+
+
+def test_tokenizer_gives_clips_ids_on_every_character() -> None:
+    """Every ASCII character, in random strings (plain ASCII skips ftfy and is split by the
+    compiled tokenizer's regex engine), every 3rd code point of Unicode's first four planes
+    alone and between letters and digits (the compiled engine's Unicode is older: such text
+    is split with ``regex``), and the special tokens written out in text."""
+    import random
+
+    from clip.simple_tokenizer import SimpleTokenizer
+    from llama_index.packs.clip_hybrid.clip.tokenizer import clip_tokenizer
+
+    rng = random.Random(1)
+    ascii_ = [chr(c) for c in range(128)] + ["&amp;", "&lt;", "&#39;", "'s", "'LL", "\x1b[31m"]
+    corpus = ["".join(rng.choices(ascii_, k=rng.randint(1, 40))) for _ in range(5000)]
+    points = [chr(c) for c in range(0x80, 0x40000, 3) if not 0xD800 <= c < 0xE000]
+    corpus += [*points, *(f"ab{p}cd 1{p}2" for p in points[::7])]
+    corpus += [
+        "<|startoftext|>",
+        "a <|endoftext|> b",
+        "x<<|endoftext|>y",
+        "<|ENDOFTEXT|>系统<|startoftext|>",
+        "<|endoftext|><|endoftext|>",
+        "lone \ud800 surrogate",
+    ]
+    theirs = SimpleTokenizer()
+    expected = [theirs.encode(text) for text in corpus]
+    found = clip_tokenizer().encode_batch(iter(corpus))  # any iterable of texts
+    mismatched = [text for text, a, b in zip(corpus, found, expected, strict=True) if a != b]
+    assert mismatched == []
+
+
+def test_tokenizer_names_what_it_cannot_take() -> None:
+    from llama_index.packs.clip_hybrid.clip.tokenizer import clip_tokenizer, tokenize_batch
+
+    tokenizer = clip_tokenizer()
+    with pytest.raises(TypeError, match="for one text use encode"):
+        tokenizer.encode_batch("a photo")  # one string, not three texts of one letter
+    with pytest.raises(TypeError, match="Text 1 is a bytes, not a str"):
+        tokenizer.encode_batch(["a photo", b"a photo"])
+    with pytest.raises(ValueError, match="context_length=1"):
+        tokenize_batch(["a photo"], 1)
+    assert tokenizer.encode_batch([]) == []
+    assert tuple(tokenize_batch([], 77).shape) == (0, 77)
 
 
 def test_resnet_checkpoints_embed_as_clip_does(tmp_path) -> None:  # type: ignore[no-untyped-def]

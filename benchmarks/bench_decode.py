@@ -1,6 +1,7 @@
 """Does ingestion keep every core decoding? The pipeline with a zero-cost model vs decoding alone.
 
     uv run python benchmarks/bench_decode.py [--images 1000] [--rounds 2]
+    uv run python benchmarks/bench_decode.py --size 160x120 --model-ms 20   # GPU-like model
 
 640x480 JPEGs (made like the other benchmarks' photos). Decoding alone: each image opened
 at the working size and resized to CLIP's 224 x 224, as ingestion does, on one thread and on
@@ -9,6 +10,11 @@ Milvus Lite collection (hash, lookup, decode, write) with full-size ViT-B/32 pre
 and a model that costs nothing (constant unit vectors instead of the forward pass: for
 this benchmark only), with one decode thread and with ``workers`` = the cores. Each
 pipeline rate is given as a ratio to the all-core decode rate (the target: >= 0.8).
+
+``--model-ms`` makes the model take that long per batch of images while leaving the CPU
+free, as a forward pass on a GPU does (it sleeps): with small photos (``--size``) decoding
+is then no longer the bottleneck, and what the pipeline does beside the model shows (a
+Milvus write on the model's thread adds to every batch; on a writer thread it overlaps).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from _common import CACHE, machine, make_photos, vit_b_32_checkpoint
 from llama_index.packs.clip_hybrid import FastClipEmbedding, ImageStore
@@ -30,10 +36,16 @@ _MODEL: FastClipEmbedding | None = None
 
 
 class ZeroCostClip(FastClipEmbedding):
-    """ViT-B/32's preprocessing, no forward pass: every image gets the same unit vector."""
+    """ViT-B/32's preprocessing, no forward pass: every image gets the same unit vector
+    (after ``MODEL_SECONDS`` per batch without using the CPU, when set)."""
+
+    MODEL_SECONDS: ClassVar[float] = 0.0
 
     def embed_pil_batches(self, batches: Any) -> list[list[float]]:
-        count = sum(len(batch) for batch in batches)
+        count = 0
+        for batch in batches:
+            count += len(batch)
+            time.sleep(self.MODEL_SECONDS)
         return [[1.0] + [0.0] * 511 for _ in range(count)]
 
 
@@ -82,9 +94,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--size", default="640x480", help="the photos' WIDTHxHEIGHT")
+    parser.add_argument("--model-ms", type=float, default=0.0, help="per batch, CPU left free")
     args = parser.parse_args()
     cores = available_cores()
-    paths = make_photos(CACHE / "photos_640x480", args.images)
+    width, height = (int(v) for v in args.size.split("x"))
+    paths = make_photos(CACHE / f"photos_{args.size}", args.images, size=(width, height))
+    ZeroCostClip.MODEL_SECONDS = args.model_ms / 1000
+    print(f"model: {args.model_ms} ms per batch of 64 (CPU free); photos {args.size}")
     print(f"machine: {machine()}; cores available: {cores}")
     _model().model_sized(open_working_image(str(paths[0])))
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,12 +2,18 @@
 
     uv run python benchmarks/bench_embedding.py [--images 48] [--rounds 3] [--bf16]
     uv run python benchmarks/bench_embedding.py --tokenizer-only
+    uv run python benchmarks/bench_embedding.py --device cuda --images 2048   # on a GPU
 
 Full-size ViT-B/32 shapes with random weights, on this machine's CPU. Reports ratios
 (ours vs upstream) per round and their spread; the rounds interleave the alternatives.
 Throughputs are rates (items/s): upstream texts are timed on --upstream-texts of them,
 ours on --texts (the upstream loop is slow). bf16 runs when the CPU has native bf16 or
 with --bf16 (elsewhere it is emulated and far slower).
+
+Each round also measures the limits: decoding alone (open at the working size, resize to
+224 x 224) on 1 thread and on a process per core, and the image tower alone on
+preprocessed tensors (from the host; on a GPU also already on it); ours (``auto``
+precision) is given as a ratio to each.
 
 Tokenizing alone (every round, or only with --tokenizer-only): our tokenizer (byte pairs
 merged in compiled code) vs OpenAI's ``clip.tokenize`` (Python), on the same texts: the
@@ -22,6 +28,8 @@ import random
 import statistics
 import string
 import tempfile
+from pathlib import Path
+from typing import Any
 
 from _common import CACHE, machine, make_photos, percentile, spread, timed, vit_b_32_checkpoint
 from llama_index.core.schema import ImageType
@@ -90,6 +98,54 @@ def print_tokenizer(rounds: list[dict[str, float]], n: int) -> None:
     print(f"tokenizing one query, p50: ours {spread(ours)} us, clip.tokenize {spread(theirs)} us")
 
 
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def measure_limits(auto: FastClipEmbedding, photos: list[Any], out: dict[str, list[float]]) -> None:
+    """Ours (auto precision) and the two limits it is judged against, in images/s."""
+    from bench_decode import decode_rate
+    from llama_index.packs.clip_hybrid._util import available_cores
+
+    t_auto, _ = timed(lambda: auto.get_image_embedding_batch(photos))
+    out["auto"].append(len(photos) / t_auto)
+    paths = [Path(p) for p in photos]
+    out["decode 1"].append(decode_rate(paths, 1))
+    out["decode all"].append(decode_rate(paths, available_cores()))
+    pixels = auto._prepare_batch(photos[:64])  # preprocessed once: the tower alone
+    repeats = max(1, len(photos) // len(pixels))
+    t_model, _ = timed(lambda: [auto._encode_images(pixels) for _ in range(repeats)])
+    out["model"].append(repeats * len(pixels) / t_model)
+    if auto.resolved_device != "cpu":
+        on_device = pixels.to(auto.resolved_device)
+        auto._encode_images(on_device)
+        t_dev, _ = timed(lambda: [auto._encode_images(on_device) for _ in range(repeats)])
+        out["model on device"].append(repeats * len(pixels) / t_dev)
+
+
+def print_limits(limits: dict[str, list[float]], upstream: list[float]) -> None:
+    ours = limits["auto"]
+    print(
+        f"decode alone, images/s: 1 thread {spread(limits['decode 1'])}, a process per core "
+        f"{spread(limits['decode all'])}; the image tower alone on preprocessed tensors: "
+        f"{spread(limits['model'])}"
+        + (
+            f", already on the device {spread(limits['model on device'])}"
+            if limits["model on device"]
+            else ""
+        )
+    )
+    to_decode = [o / d for o, d in zip(ours, limits["decode all"], strict=True)]
+    to_model = [o / m for o, m in zip(ours, limits["model"], strict=True)]
+    to_upstream = [o / u for o, u in zip(ours, upstream, strict=True)]
+    print(
+        f"ours (auto precision) {spread(ours)} images/s: {spread(to_decode)} of all-core "
+        f"decoding, {spread(to_model)} of the tower alone, {spread(to_upstream)}x upstream"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=48)
@@ -99,6 +155,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time bf16 on a non-bf16 CPU")
     parser.add_argument("--tokenizer-only", action="store_true", help="time tokenizing alone")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when there is one)")
     args = parser.parse_args()
     texts = [f"{QUERIES[i % len(QUERIES)]} number {i}" for i in range(args.texts)]
     print(f"machine: {machine()}")
@@ -113,16 +170,23 @@ def main() -> None:
     photos: list[ImageType] = [str(p) for p in make_photos(CACHE / "photos", args.images)]
     big = [str(p) for p in make_photos(CACHE / "photos_4000x3000", 4, size=(4000, 3000))]
     upstream = ClipEmbedding(model_name=ckpt)
-    fp32 = FastClipEmbedding(model_name=ckpt, precision="fp32", embed_batch_size=32)
-    auto = FastClipEmbedding(model_name=ckpt, embed_batch_size=32)
-    with_bf16 = args.bf16 or cpu_has_native_bf16()
-    bf16 = FastClipEmbedding(model_name=ckpt, precision="bf16", embed_batch_size=32)
+    kw: dict[str, Any] = {"model_name": ckpt, "embed_batch_size": 32, "device": args.device}
+    fp32 = FastClipEmbedding(precision="fp32", **kw)
+    auto = FastClipEmbedding(**kw)
+    on_cpu = (args.device or "cpu") == "cpu" and not _cuda()
+    with_bf16 = args.bf16 or cpu_has_native_bf16() or not on_cpu
+    bf16 = FastClipEmbedding(precision="bf16", **kw)
     models = (fp32, auto, bf16) if with_bf16 else (fp32, auto)
     for model in models:  # load and warm up
         model.get_text_embedding("warm up")
         model.get_image_embedding_batch(photos[:4])
     upstream.get_text_embedding("warm up")
-    print(f"native bf16: {cpu_has_native_bf16()}; auto precision -> {auto.resolved_precision}")
+    print(
+        f"device: {auto.resolved_device}; native bf16 (CPU): {cpu_has_native_bf16()}; "
+        f"auto precision -> {auto.resolved_precision}"
+    )
+    limits: dict[str, list[float]] = {k: [] for k in ("auto", "decode 1", "decode all", "model")}
+    limits["model on device"] = []
 
     image_ratio: dict[str, list[float]] = {"fp32": [], "bf16": []}
     rates: dict[str, list[float]] = {"upstream": [], "fp32": [], "bf16": []}
@@ -140,6 +204,7 @@ def main() -> None:
             t_bf16, _ = timed(lambda: bf16.get_image_embedding_batch(photos))
             rates["bf16"].append(len(photos) / t_bf16)
             image_ratio["bf16"].append(t_up / t_bf16)
+        measure_limits(auto, photos, limits)
 
         some = texts[: args.upstream_texts]
         t_up_text, _ = timed(lambda some=some: [upstream.get_text_embedding(t) for t in some])
@@ -184,6 +249,7 @@ def main() -> None:
         )
         print(f"bf16 images/s: {spread(rates['bf16'])}")
     print(f"images/s: upstream {spread(rates['upstream'])}, fp32 {spread(rates['fp32'])}")
+    print_limits(limits, rates["upstream"])
     print(
         f"{len(texts)}-text batch throughput vs upstream: {spread(text_batch_ratio)}x "
         f"(target >= 10x)"

@@ -3,6 +3,7 @@
     uv run python benchmarks/bench_ingest.py --images 1000            # re-index ratio
     uv run python benchmarks/bench_ingest.py --images 10000 --rss     # peak RSS only
     uv run python benchmarks/bench_ingest.py --images 300 --rss --workers 1   # one decode thread
+    uv run python benchmarks/bench_ingest.py --images 4096 --rss --device cuda   # on a GPU
 
 Each run is a fresh process set up as ``clip-hybrid index`` sets up its own
 (``memory.limit_memory_retention``: 2 malloc arenas, pyarrow on the system allocator);
@@ -33,9 +34,15 @@ def _current_rss_mb() -> float:
 
 
 def run_once(
-    folder: Path, db: str, batch_size: int, captioner: str, workers: int | None = None
+    folder: Path,
+    db: str,
+    batch_size: int,
+    captioner: str,
+    workers: int | None = None,
+    device: str | None = None,
 ) -> dict[str, float]:
     pack = ClipHybridPack(
+        device=device,
         uri=db,
         clip_model=str(vit_b_32_checkpoint()),
         show_progress=False,
@@ -65,7 +72,17 @@ def run_once(
         "peak_rss_mb": peak_rss_mb(),
         "rss_first_quarter_max_mb": max(samples[:quarter] or [0.0]),
         "rss_last_quarter_max_mb": max(samples[-quarter:] or [0.0]),
+        "gpu_peak_mb": _gpu_peak_mb(),
     }
+
+
+def _gpu_peak_mb() -> float:
+    """The most GPU memory torch held at once in this process (0 without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return 0.0
+    return float(torch.cuda.max_memory_allocated()) / 2**20
 
 
 def main() -> None:
@@ -78,6 +95,7 @@ def main() -> None:
     parser.add_argument(
         "--keep-allocator", action="store_true", help="do not call limit_memory_retention"
     )
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when there is one)")
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,7 +104,12 @@ def main() -> None:
 
             limit_memory_retention()
         result = run_once(
-            Path(args.child[0]), args.child[1], args.batch_size, args.captioner, args.workers
+            Path(args.child[0]),
+            args.child[1],
+            args.batch_size,
+            args.captioner,
+            args.workers,
+            args.device,
         )
         print(json.dumps(result))
         return
@@ -114,6 +137,7 @@ def main() -> None:
                     args.captioner,
                     *(["--keep-allocator"] if args.keep_allocator else []),
                     *(["--workers", str(args.workers)] if args.workers else []),
+                    *(["--device", args.device] if args.device else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -127,7 +151,8 @@ def main() -> None:
                 f"peak RSS {result['peak_rss_mb']:.0f} MB (process lifetime, model load "
                 f"included); current RSS max in the first quarter of the run "
                 f"{result['rss_first_quarter_max_mb']:.0f} MB, in the last quarter "
-                f"{result['rss_last_quarter_max_mb']:.0f} MB"
+                f"{result['rss_last_quarter_max_mb']:.0f} MB; GPU memory peak "
+                f"{result['gpu_peak_mb']:.0f} MB (0: no GPU used)"
             )
             if i == 0:
                 first = result["seconds"]

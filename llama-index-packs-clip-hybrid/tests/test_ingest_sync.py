@@ -141,6 +141,25 @@ def test_one_image_given_twice_with_other_metadata_is_reported_not_overwritten(
     assert [r["owner"] for r in rows] == ["alice"]
 
 
+def test_one_image_given_twice_alike_is_indexed_and_counted_once(pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    """Paths given twice are found once; so are nodes (by path or by bytes)."""
+    import base64
+
+    first, second = _pngs(image_dir)[:2]
+    data = base64.b64encode(second.read_bytes()).decode()
+    nodes = [
+        ImageNode(image_path=str(first), metadata={"owner": "alice"}),
+        ImageNode(image_path=str(first), metadata={"owner": "alice"}),
+        ImageNode(image=data),
+        ImageNode(image=data),
+    ]
+    report = pack.ingest(nodes)
+    assert (report.seen, report.indexed, report.failed) == (2, 2, [])
+    assert pack.store.count() == 2
+    again = pack.ingest([str(first), str(first)])
+    assert (again.seen, again.indexed, again.unchanged) == (1, 0, 1)
+
+
 def test_copies_of_an_exif_rotated_photo_store_the_same_size(pack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from PIL import Image
 

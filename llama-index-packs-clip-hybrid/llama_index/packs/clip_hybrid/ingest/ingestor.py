@@ -209,6 +209,8 @@ class ImageIngestor:
                         )
                     )
                     continue
+                if earlier is not converted.metadata:
+                    continue  # the same image with the same metadata, given again: once
                 report.seen += 1
                 yield converted
             elif isinstance(item, (str, os.PathLike)):

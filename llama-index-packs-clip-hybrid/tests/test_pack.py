@@ -390,3 +390,17 @@ def test_text_nodes_and_other_objects_are_named_failures(pack, image_dir) -> Non
     assert "TextNode is not an image" in failed["/docs/notes.txt"]
     assert "unsupported input int" in failed["42"]
     assert all("a long note" not in f.path + f.reason for f in report.failed)
+
+
+def test_a_fresh_pack_reads_rows_by_id_first(pack, image_dir, milvus_uri, fast_clip) -> None:  # type: ignore[no-untyped-def]
+    """Reading rows by id is a fresh process's first call when the preview page opens an
+    image (``GET /api/image/<id>``): it must load the collection Milvus keeps released."""
+    pack.ingest(image_dir)
+    first = next(image_dir.rglob("*.png"))
+    pack.close()
+    fresh = ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none")
+    try:
+        row = fresh.store.get([image_node_id(first)], ["path"])
+        assert row[image_node_id(first)]["path"] == str(first)
+    finally:
+        fresh.close()

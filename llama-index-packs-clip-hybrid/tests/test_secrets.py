@@ -230,3 +230,57 @@ def test_key_shaped_file_names_are_data_and_short_keys_are_still_keys(
         redact("401: Incorrect API key provided: short1.")
         == "401: Incorrect API key provided: ***."
     )
+
+
+def test_url_passwords_are_masked_in_messages_and_data() -> None:
+    from llama_index.packs.clip_hybrid.redaction import redact, redact_known
+
+    text = "POST http://user:urlpassXYZ987@127.0.0.1:9/v1 and ftp://bob:p@ss@host/x"
+    for masked in (redact(text), redact_known(text)):
+        assert masked == "POST http://user:***@127.0.0.1:9/v1 and ftp://bob:***@host/x"
+    # A user without a password, an address or a path with ":" and "@" are not secrets.
+    plain = "https://alice@example.com/a.png mail me@x.org /data/a:b@c.png"
+    assert redact(plain) == redact_known(plain) == plain
+
+
+def test_the_cli_masks_secrets_in_every_library_record_it_prints() -> None:
+    """``--debug`` prints httpx's and openai's records too (not only the package's, which
+    carry their own filter): a password in ``OPENAI_BASE_URL`` must not reach the terminal."""
+    script = textwrap.dedent(
+        """
+        import logging
+        from llama_index.packs.clip_hybrid.cli import quiet
+        quiet.configure_logging(True)
+        logging.getLogger("httpx").info(
+            'HTTP Request: POST http://user:urlpassXYZ987@127.0.0.1:9/v1/embeddings')
+        logging.getLogger("openai._base_client").debug("key sk-planted0123456789abcdef")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "POST http://user:***@127.0.0.1:9/v1/embeddings" in done.stderr
+    assert "key ***" in done.stderr
+    assert "urlpassXYZ987" not in done.stderr and "sk-planted" not in done.stderr
+
+
+def test_a_milvus_password_in_the_uri_becomes_the_token_and_is_never_shown(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from llama_index.packs.clip_hybrid.hybrid.bm25 import default_bm25_path
+    from llama_index.packs.clip_hybrid.milvus.database import MilvusDatabase
+    from llama_index.packs.clip_hybrid.redaction import redact
+
+    database = MilvusDatabase("http://root:Milvus%2F123pwSECRET@127.0.0.1:9")
+    assert database.uri == "http://127.0.0.1:9"
+    assert database.token == "root:Milvus/123pwSECRET"  # what pymilvus takes, unescaped
+    assert "SECRET" not in repr(database)
+    assert redact("auth failed for Milvus/123pwSECRET") == "auth failed for ***"
+    pack = ClipHybridPack(
+        uri="http://root:Milvus123pwSECRET@127.0.0.1:9", clip_model="none", captioner="none"
+    )
+    assert "SECRET" not in repr(pack) and "SECRET" not in repr(pack.store)
+    assert pack.bm25_path == default_bm25_path("http://127.0.0.1:9", "captions")
+    with pytest.raises(ValueError, match="credentials once"):
+        MilvusDatabase("http://root:one-password@127.0.0.1:9", token="root:other-password")
+    same = MilvusDatabase("http://root:one-password@127.0.0.1:9", token="root:one-password")
+    assert same.token == "root:one-password"

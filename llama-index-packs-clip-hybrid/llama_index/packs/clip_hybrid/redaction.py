@@ -4,11 +4,13 @@ Every message the package prints or logs passes through :func:`redact`: exceptio
 messages on the command line, log records of the package's loggers (:func:`package_logger`),
 hybrid branch failures, the preview page's errors. A service's error can echo the key it
 was sent (some proxies do): known keys (given to a client, or in the usual environment
-variables) are replaced wherever they appear, and key-shaped strings besides.
+variables) are replaced wherever they appear, and key-shaped strings and URL passwords
+(``https://user:***@host``) besides.
 
 Results (paths, captions, scores) are the user's data, not messages: they go through
-:func:`redact_known` only, which masks the exact keys this process knows and nothing
-shaped like one (a file named ``desk-lamp.png`` or ``Bearer bond.png`` stays as it is).
+:func:`redact_known` only, which masks the exact keys this process knows (and URL
+passwords) and nothing shaped like a key (a file named ``desk-lamp.png`` or
+``Bearer bond.png`` stays as it is).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import threading
 _KEY_PATTERN = re.compile(
     r"(\bsk-[A-Za-z0-9_\-*]{16,}|\bBearer\s+[^\s\"',;]+|\bapi[_-]?key=[^\s\"'&,;]+)", re.I
 )
+#: The password of a URL's ``user:password@`` part (a Milvus server's, a proxy's).
+#: An ``@`` in the password itself, unescaped, is taken as the URL parsers take it (the
+#: last one before the host ends the password).
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/@:]*:)[^\s/]+(@)", re.I)
 MASK = "***"
 #: Environment variables whose values are secrets.
 SECRET_VARIABLES = ("OPENAI_API_KEY", "DASHSCOPE_API_KEY", "MILVUS_TOKEN")
@@ -48,7 +54,8 @@ def redact(text: str) -> str:
 
 
 def redact_known(text: str) -> str:
-    """``text`` (data: a path, a caption) with the keys this process knows masked."""
+    """``text`` (data: a path, a caption) with the keys this process knows masked, and
+    the password of any ``scheme://user:password@host`` in it."""
     with _lock:
         known = set(_known)
     known.update(
@@ -57,7 +64,7 @@ def redact_known(text: str) -> str:
     for secret in sorted(known, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<2>", text)
 
 
 class RedactingFilter(logging.Filter):

@@ -30,7 +30,6 @@ the report belongs at milvus-io/milvus-lite).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -147,13 +146,14 @@ def _as_pymilvus_errors() -> Iterator[None]:
 
 
 def get(
-    col: Any, ids: Sequence[str], *, filter: str, output_fields: list[str]
+    col: Any, ids: Sequence[str], *, expr: str, output_fields: list[str]
 ) -> list[dict[str, Any]]:
-    """Rows by primary key (only those stored and matching ``filter``), in ``ids`` order,
+    """Rows by primary key (only those stored and matching ``expr``), in ``ids`` order,
     as pymilvus' ``get`` and ``query`` return them.
 
-    With a filter the rows come from ``Collection.query`` on ``key in [...] and
-    (filter)``, the call pymilvus' path ends in: upstream's ``get(expr=...)`` checks the
+    ``expr`` (empty: the ids alone) is the whole filter, ``key in [...] and (condition)``
+    as the caller quotes it. The rows come from ``Collection.query`` on it, the call
+    pymilvus' path ends in: upstream's ``get(expr=...)`` checks the
     filter row by row with other semantics (``camera not in [...]`` drops a row without
     ``camera``, which ``query`` and ``search`` keep).
 
@@ -162,8 +162,7 @@ def get(
     but read with one ``take`` of the wanted columns per segment: upstream converts every
     cell of each row, the 512 floats of its vector included (~1 ms for the 10 rows of a
     hybrid result at 10k rows, py-spy)."""
-    if filter:
-        expr = f"{col._pk_name} in {json.dumps(list(ids), ensure_ascii=False)} and ({filter})"
+    if expr:
         with _as_pymilvus_errors():
             rows = col.query(expr, output_fields=output_fields)
         by_id = {row[col._pk_name]: row for row in rows}

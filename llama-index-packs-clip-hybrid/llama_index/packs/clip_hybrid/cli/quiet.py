@@ -20,6 +20,8 @@ import sys
 import threading
 import warnings
 
+from ..redaction import RedactingFilter
+
 #: Lines of C/C++ libraries dropped from stderr on a normal run.
 NOISE = re.compile(
     rb"^(WARNING clustering \d+ points to \d+ centroids|[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ "
@@ -52,6 +54,9 @@ def configure_logging(debug: bool) -> None:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    # Every record printed, the libraries' too (``--debug`` shows httpx's request lines,
+    # with any ``user:password@`` of a base URL), has its secrets masked here.
+    handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
 

@@ -29,6 +29,7 @@ import numpy as np
 from .._compat.bm25s_logger import quiet_bm25s_logger
 from .._util import user_cache_dir
 from ..milvus.captions import CaptionStore
+from ..milvus.database import split_credentials
 from ..redaction import package_logger
 from .tokens import TOKENIZER_SETTINGS, tokenize
 
@@ -239,10 +240,12 @@ def _make_retriever(*, nodes: list[Any]) -> Any:
 
 def default_bm25_path(uri: str, caption_collection: str) -> str:
     """Where the bm25s index of a caption collection lives: beside a Milvus Lite database
-    (``<uri>.bm25``), or in the user cache folder for a server (by uri and collection)."""
+    (``<uri>.bm25``), or in the user cache folder for a server (by uri and collection;
+    a ``user:password@`` in the uri does not count: the same server, the same folder)."""
     if "://" not in uri:
         return f"{os.path.abspath(uri)}.bm25"
-    digest = hashlib.sha256(f"{uri}|{caption_collection}".encode()).hexdigest()[:16]
+    server = split_credentials(uri)[0]
+    digest = hashlib.sha256(f"{server}|{caption_collection}".encode()).hexdigest()[:16]
     return str(user_cache_dir() / "bm25" / digest)
 
 

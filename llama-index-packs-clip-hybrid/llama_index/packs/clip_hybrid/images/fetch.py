@@ -11,14 +11,22 @@ between check and connect cannot reach an internal service.
 Only http and https are spoken: the opener has no FTP, file or data handler (urllib's
 default one has them all), and a redirect anywhere but http(s) is refused, so a public
 server cannot bounce the fetch to ``ftp://127.0.0.1/...``. Environment proxies are
-ignored: a proxy would be the host we connect to.
+ignored: a proxy would be the host we connect to. A URL with a ``user:password@`` part is
+refused (the password would travel with the image's metadata and into messages).
+
+``timeout`` bounds the whole fetch: connecting, the status and header lines, every
+redirect and the body. A watchdog shuts the sockets down when it runs out, so a server
+that sends a header line now and then cannot hold a run either. (During a TLS handshake
+only the socket's own timeout, the time left when it began, applies to each read.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -54,8 +62,11 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _guarded_connection(allow: Callable[[str], bool]) -> Callable[..., socket.socket]:
-    """``socket.create_connection`` that dials only addresses ``allow`` accepts."""
+def _guarded_connection(
+    allow: Callable[[str], bool], watched: list[socket.socket], deadline: float
+) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` that dials only addresses ``allow`` accepts, each
+    socket added to ``watched`` and given no more than the time left until ``deadline``."""
 
     def connect(
         address: tuple[str, int], timeout: Any = None, source_address: Any = None
@@ -74,9 +85,9 @@ def _guarded_connection(allow: Callable[[str], bool]) -> Callable[..., socket.so
         error: OSError | None = None
         for family, kind, proto, _, sockaddr in infos:  # the checked addresses, no new lookup
             sock = socket.socket(family, kind, proto)
+            watched.append(sock)
             try:
-                if isinstance(timeout, (int, float)):
-                    sock.settimeout(timeout)
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
                 if source_address:
                     sock.bind(source_address)
                 sock.connect(sockaddr)
@@ -89,21 +100,33 @@ def _guarded_connection(allow: Callable[[str], bool]) -> Callable[..., socket.so
     return connect
 
 
-def _opener(allow: Callable[[str], bool]) -> urllib.request.OpenerDirector:
-    """urllib with every connection (redirects included) dialled through the check."""
-    connect = _guarded_connection(allow)
+def _opener(
+    allow: Callable[[str], bool], watched: list[socket.socket], deadline: float
+) -> urllib.request.OpenerDirector:
+    """urllib with every connection (redirects included) dialled through the check, and
+    its sockets (TLS ones too) in ``watched``."""
+    connect = _guarded_connection(allow, watched, deadline)
 
     # http.client sets ``self._create_connection = socket.create_connection`` in __init__;
-    # ours replaces it per connection (https too: it wraps the socket this returns).
+    # ours replaces it per connection (https too: it wraps the socket this returns, and
+    # that wrapped socket is the one to shut down).
     class HttpConnection(http.client.HTTPConnection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._create_connection = connect
 
+        def connect(self) -> None:
+            super().connect()
+            watched.append(self.sock)
+
     class HttpsConnection(http.client.HTTPSConnection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._create_connection = connect
+
+        def connect(self) -> None:
+            super().connect()
+            watched.append(self.sock)
 
     class Http(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -125,6 +148,8 @@ def _opener(allow: Callable[[str], bool]) -> urllib.request.OpenerDirector:
                 raise UrlRefusedError(
                     f"the server redirected to {target[:60]!r}: only http and https are followed"
                 )
+            if _has_credentials(target):
+                raise UrlRefusedError("the server redirected to a URL with a user name or password")
             return super().http_error_302(req, fp, code, msg, headers)
 
         http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
@@ -144,6 +169,10 @@ def _opener(allow: Callable[[str], bool]) -> urllib.request.OpenerDirector:
     return opener
 
 
+def _has_credentials(url: str) -> bool:
+    return "@" in urllib.parse.urlsplit(url).netloc
+
+
 def fetch_public_url(
     url: str,
     *,
@@ -153,18 +182,47 @@ def fetch_public_url(
 ) -> bytes:
     """The body of ``url`` (http or https, at most ``max_bytes``), fetched only from
     addresses ``allow`` accepts (public ones by default), within ``timeout`` seconds in
-    all (a server sending a byte now and then cannot hold a run), and whole (a body
-    shorter than its ``Content-Length`` is an error, not a truncated image)."""
+    all (connection, headers, redirects and body: a server sending a byte now and then
+    cannot hold a run), and whole (a body shorter than its ``Content-Length`` is an
+    error, not a truncated image)."""
     if not url.lower().startswith(("http://", "https://")):
         raise UrlRefusedError(f"only http and https image URLs are fetched, not {url[:40]!r}")
-    deadline = time.monotonic() + timeout
+    if _has_credentials(url):
+        raise UrlRefusedError(
+            "the URL has a user name or password, which would be kept with the image and "
+            "shown in messages: serve the image without them, or download it and pass its path"
+        )
+    watched: list[socket.socket] = []
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        for sock in list(watched):  # a blocked read returns at once
+            with contextlib.suppress(OSError):  # closed already: nothing to stop
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        body = _read(url, max_bytes, _opener(allow, watched, time.monotonic() + timeout))
+    except Exception:
+        if expired.is_set():
+            raise TimeoutError(f"the image URL took longer than {timeout:g} s") from None
+        raise
+    finally:
+        watchdog.cancel()
+    if expired.is_set():  # the shut-down socket may read as a clean end of the body
+        raise TimeoutError(f"the image URL took longer than {timeout:g} s")
+    return body
+
+
+def _read(url: str, max_bytes: int, opener: urllib.request.OpenerDirector) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        with _opener(allow).open(url, timeout=timeout) as response:
+        with opener.open(url) as response:
             while size <= max_bytes:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the image URL took longer than {timeout:g} s")
                 chunk = response.read1(min(65536, max_bytes + 1 - size))
                 if not chunk:
                     if response.length:  # bytes promised by Content-Length, never sent

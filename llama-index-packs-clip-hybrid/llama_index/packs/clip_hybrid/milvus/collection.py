@@ -261,7 +261,8 @@ class VectorCollection:
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self.client.delete(self.collection_name, ids=list(ids))
+            # Not ``ids=``: pymilvus quotes those itself, and an id with a newline fails.
+            self.client.delete(self.collection_name, filter=f"id in {list_literal(ids)}")
             self._written(len(ids))
 
     def flush(self) -> None:
@@ -281,7 +282,7 @@ class VectorCollection:
 
     def get(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Rows by id (only those that exist); ids quoted, unlike pymilvus' ``get``."""
-        if not ids:
+        if not ids or not self.open_existing():  # loads a released collection first
             return {}
         rows = self.client.query(
             self.collection_name, filter=f"id in {list_literal(ids)}", output_fields=list(fields)
@@ -299,18 +300,14 @@ class VectorCollection:
             return []
         ids = [i for i, _ in scored]
         fields = [*self.schema.output_fields, "$meta"]
+        # Our quoting, not pymilvus' ``get(ids=...)``: an id with a newline fails there.
+        expr = f"id in {list_literal(ids)}" + (f" and ({filter})" if filter else "")
         lite = self._lite()
         if lite is not None:
             with self.database.reading():
-                rows = milvus_lite_reads.get(lite, ids, filter=filter, output_fields=fields)
-        elif filter:
-            rows = self.client.query(
-                self.collection_name,
-                filter=f"id in {list_literal(ids)} and ({filter})",
-                output_fields=fields,
-            )
+                rows = milvus_lite_reads.get(lite, ids, expr=filter and expr, output_fields=fields)
         else:
-            rows = self.client.get(self.collection_name, ids=ids, output_fields=fields)
+            rows = self.client.query(self.collection_name, filter=expr, output_fields=fields)
         by_id = {row["id"]: row for row in rows}
         hits = []
         for row_id, score in scored:
@@ -333,7 +330,7 @@ class VectorCollection:
             for batch in chunks(ids, batch_size):
                 with self.database.reading():
                     yield from milvus_lite_reads.get(
-                        lite, batch, filter="", output_fields=list(fields)
+                        lite, batch, expr="", output_fields=list(fields)
                     )
             return
         iterator = self.client.query_iterator(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -19,6 +20,19 @@ LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit
 def is_local_uri(uri: str) -> bool:
     """True for a Milvus Lite path, False for ``http(s)://host:port``."""
     return "://" not in uri
+
+
+def split_credentials(uri: str) -> tuple[str, str | None]:
+    """A server URL without its ``user:password@`` part, and that part as the Milvus
+    token it means (``"user:password"``), or None when the URL has none. pymilvus takes
+    either; kept in the URL, the password would be in every message naming the database."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), f"{user}:{password}"
 
 
 class DatabaseBusyError(RuntimeError):
@@ -80,6 +94,16 @@ class MilvusDatabase:
         # A local path is resolved now, as pymilvus resolves it when it connects: the
         # in-process reads and close() find this database's server by its absolute path,
         # and must not follow a later os.chdir to another database.
+        if not self.is_local:
+            uri, url_token = split_credentials(uri)
+            if url_token is not None:
+                if token and token != url_token:
+                    raise ValueError(
+                        "The Milvus uri carries user:password and a different token was given: "
+                        "pass the credentials once, as token='user:password'."
+                    )
+                token = url_token
+                register_secret(url_token.partition(":")[2])
         self.uri = os.path.abspath(uri) if self.is_local else uri
         self._token = token
         register_secret(token)
@@ -94,7 +118,7 @@ class MilvusDatabase:
         ``MilvusVectorStore``); registered as a secret, so logs and pages mask it."""
         return self._token
 
-    def __repr__(self) -> str:  # never shows the token
+    def __repr__(self) -> str:  # never shows the token (nor a password the uri had)
         return f"MilvusDatabase(uri={self.uri!r})"
 
     @property

@@ -37,11 +37,25 @@ def _field(key: str) -> str:
     return key
 
 
+#: The escapes a Milvus string literal may use. Milvus Lite's parser knows only these
+#: (``\u0001``, ``\b`` or ``\f``, which ``json.dumps`` writes, fail to parse:
+#: "unknown escape sequence"); every other character, controls and NUL included, is
+#: written as itself (measured on Milvus Lite: each such id and filter value finds its row).
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def string_literal(text: str) -> str:
+    """``text`` as a Milvus expression's double-quoted string."""
+    return f'"{text.translate(_ESCAPES)}"'
+
+
 def _value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return json.dumps(list(value), ensure_ascii=False)
+        return f"[{', '.join(_value(item) for item in value)}]"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return string_literal(value)
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -65,8 +79,7 @@ def _one(flt: MetadataFilter) -> str:
         # A substring match. Milvus Lite 3.2.2 parses no escape for LIKE's wildcards ("\%"
         # is a parse error), so a "%" or "_" in the value matches as one: any run of
         # characters, any one character ("a_b" also finds "axb").
-        text = str(flt.value).replace("\\", "\\\\").replace('"', '\\"')
-        return f'{key} like "%{text}%"'
+        return f"{key} like {string_literal(f'%{flt.value}%')}"
     if op == FilterOperator.IS_EMPTY:
         return f'({key} is null or {key} == "")'
     raise ValueError(f"Metadata filter operator {op.value!r} is not supported for images.")

@@ -74,3 +74,56 @@ def test_every_number_row_names_an_existing_benchmark_command() -> None:
         match = re.search(r"`uv run python (benchmarks/\S+\.py)[^`]*`", row)
         assert match, f"no command in: {row}"
         assert (ROOT / match.group(1)).is_file(), match.group(1)
+
+
+def _run_python(code: str, cwd: Path, **env: str) -> list[str]:
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()
+
+
+def test_root_readme_quickstart_runs(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Quickstart as written (the tiny checkpoint for ViT-B/32, the index in a temp
+    folder, no captioner: OCR over every sample would only make it slower)."""
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1]
+    example = _code_blocks(quickstart, "python")[0]
+    code = example.replace('clip_model="ViT-B/32"', f"clip_model={str(tiny_clip_checkpoint)!r}")
+    code = code.replace('"./clip_hybrid.db"', repr(str(tmp_path / "q.db")))
+    assert code.count(str(tiny_clip_checkpoint)) == 1 and str(tmp_path) in code
+    lines = _run_python(code, ROOT, CLIP_HYBRID_CAPTIONER="none")
+    indexed = len([p for p in (ROOT / "examples" / "images").rglob("*") if p.suffix == ".png"])
+    assert lines[0] == f"{indexed} 0 []"
+    assert lines[-2].startswith(str(ROOT / "examples" / "images"))  # the nearest other image
+    assert "architecture_0.png" not in lines[-2]
+    assert "reason='path'" in lines[-1] and "score=1.0" in lines[-1]  # the query, dropped
+
+
+def test_pack_readme_quickstart_runs(tiny_clip_checkpoint, tmp_path, sample_images) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    readme = (ROOT / "llama-index-packs-clip-hybrid" / "README.md").read_text()
+    example = _code_blocks(readme, "python")[0]
+    code = example.replace(
+        'uri="./clip_hybrid.db")',
+        f'uri="./clip_hybrid.db", clip_model={str(tiny_clip_checkpoint)!r})',
+    )
+    assert str(tiny_clip_checkpoint) in code
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for sample in sample_images[:6]:
+        shutil.copyfile(sample.path, photos / Path(sample.path).name)
+    shutil.copyfile(sample_images[6].path, photos / "cat.png")
+    lines = _run_python(code, tmp_path, CLIP_HYBRID_CAPTIONER="none")
+    assert lines[0] == "7 0 []"
+    assert lines[-2].split()[0] == "text"
+    assert "reason='path'" in lines[-1] and "score=1.0" in lines[-1]  # the query, dropped

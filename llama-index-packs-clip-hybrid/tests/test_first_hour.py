@@ -73,6 +73,35 @@ def test_search_eval_and_serve_use_the_model_the_index_was_built_with(
     assert code == 1 and "other.pt" in err and tiny_clip_checkpoint.name in err, err
 
 
+def test_an_index_built_with_a_relative_checkpoint_path_searches_from_anywhere(
+    tmp_path, image_dir, tiny_clip_checkpoint, capsys, monkeypatch
+) -> None:
+    """``--clip-model ./tiny.pt`` was recorded as typed: from another folder the default
+    model could not be found, and another spelling of the same file was refused."""
+    import shutil
+
+    built_in, elsewhere = tmp_path / "built", tmp_path / "elsewhere"
+    built_in.mkdir()
+    elsewhere.mkdir()
+    shutil.copyfile(tiny_clip_checkpoint, built_in / "tiny.pt")
+    shutil.copyfile(tiny_clip_checkpoint, elsewhere / "copy.pt")  # the same bytes
+    db = str(tmp_path / "rel.db")
+    monkeypatch.chdir(built_in)
+    code, _, err = _cli(capsys, "index", str(image_dir), "--db", db, "--clip-model", "./tiny.pt")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "search", "a chart", "--db", db, "--clip-model", "tiny.pt")
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    for model in ([], ["--clip-model", str(built_in / "tiny.pt")], ["--clip-model", "copy.pt"]):
+        code, out, err = _cli(capsys, "search", "a chart", "--db", db, "--json", *model)
+        assert code == 0 and json.loads(out)["results"], (model, err)
+    from llama_index.packs.clip_hybrid.testing import make_tiny_clip_checkpoint
+
+    make_tiny_clip_checkpoint(elsewhere / "other.pt", seed=1)
+    code, _, err = _cli(capsys, "search", "a chart", "--db", db, "--clip-model", "other.pt")
+    assert code == 1 and "other.pt" in err, err
+
+
 def test_the_preview_names_the_model_not_a_local_path(captioned, tiny_clip_checkpoint) -> None:
     from llama_index.packs.clip_hybrid.preview import PreviewApp
 

@@ -1,5 +1,5 @@
 """Small shared helpers: batching, background prefetch, unit vectors, the user cache folder,
-the cores a process may use."""
+the cores a process may use, whether two paths hold the same file."""
 
 from __future__ import annotations
 
@@ -65,3 +65,12 @@ def available_cores() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
+
+
+def same_file_content(first: str, second: str) -> bool:
+    """True when both paths are files with the same bytes (the same file, or a copy)."""
+    import filecmp
+
+    if not (os.path.isfile(first) and os.path.isfile(second)):
+        return False
+    return os.path.samefile(first, second) or filecmp.cmp(first, second, shallow=False)

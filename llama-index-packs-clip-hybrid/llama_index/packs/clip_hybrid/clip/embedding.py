@@ -124,6 +124,10 @@ class FastClipEmbedding(MultiModalEmbedding):
         fp16_image_weights: bool = True,
         **kwargs: Any,
     ) -> None:
+        if model_name not in MODELS and os.path.isfile(os.path.expanduser(model_name)):
+            # A checkpoint path is kept absolute: an index records it, and a search from
+            # another folder must find (and compare) the same file.
+            model_name = os.path.abspath(os.path.expanduser(model_name))
         super().__init__(  # type: ignore[call-arg]  # our fields, declared above
             model_name=model_name,
             embed_batch_size=embed_batch_size,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._compat import milvus_lite_reads
-from .._util import chunks
+from .._util import chunks, same_file_content
 from ..options import ClipHybridError
 from .database import MilvusDatabase
 from .filters import list_literal
@@ -150,9 +150,10 @@ class VectorCollection:
         return str(value) if value else None
 
     def check_model(self, model: str | None) -> None:
-        """Raise when the collection was built by another embedding model."""
+        """Raise when the collection was built by another embedding model (a checkpoint
+        file counts as the same model wherever it is, when its bytes are the same)."""
         recorded = self.model if model else None
-        if recorded and recorded != model:
+        if recorded and recorded != model and not same_file_content(recorded, str(model)):
             raise CollectionMismatchError(
                 f"Collection {self.collection_name!r} at {self.uri} was built with the model "
                 f"{recorded!r}, but this uses {model!r}: vectors of two models are not "

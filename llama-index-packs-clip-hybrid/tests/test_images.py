@@ -230,3 +230,23 @@ def test_a_big_photo_queried_again_scores_exactly_its_indexed_vector(pack, tmp_p
     top = hits[0]
     assert top.node.metadata["file_path"].endswith("p1.jpg")
     assert top.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_fifo_without_a_suffix_does_not_hang_the_folder_scan(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Files without an image suffix are sniffed for magic bytes; opening a FIFO to read
+    them waited for a writer for ever. The scan runs on a thread the test can give up on."""
+    import threading
+
+    from llama_index.packs.clip_hybrid.images.discovery import discover_images
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "scan0001", format="PNG")
+    os.mkfifo(tmp_path / "pipe_noext")
+    found: list[Path] = []
+    scan = threading.Thread(target=lambda: found.extend(discover_images([tmp_path])), daemon=True)
+    scan.start()
+    scan.join(timeout=60)  # returns as soon as the scan ends; 60 s only if it hangs
+    if scan.is_alive():
+        with open(tmp_path / "pipe_noext", "wb"):  # a writer frees the stuck open()
+            pass
+        pytest.fail("the folder scan blocked on a FIFO")
+    assert [p.name for p in found] == ["scan0001"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -28,12 +29,21 @@ _MAGIC = (
 
 
 def sniff_image(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts with the magic bytes of a supported image format."""
+    """True when the path is a regular file that starts with the magic bytes of a
+    supported image format. Opened without blocking and checked before reading: a FIFO
+    (or a device) in a folder must not hang the scan waiting for a writer."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 16)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return any(head[offset : offset + len(magic)] == magic for magic, offset in _MAGIC)
 
 

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=str(HERE / "clip_hybrid_demo.db"))
     parser.add_argument(
-        "--clip-model", default=os.environ.get("CLIP_HYBRID_CLIP_MODEL", "ViT-B/32")
+        "--clip-model",
+        default=os.environ.get("CLIP_HYBRID_CLIP_MODEL") or None,
+        help="default: the model the index was built with",
     )
     parser.add_argument("--query", default="系统架构图")
     args = parser.parse_args(argv)

@@ -76,16 +76,10 @@ def test_compose_example_runs_engine_tool_and_workflow(tiny_clip_checkpoint, tmp
     assert _demo("--clip-model", str(tiny_clip_checkpoint), "--db", db).returncode == 0
     with ApiStub(caption=lambda request: f"Saw {len(request.image_urls)} images.") as stub:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env.pop("CLIP_HYBRID_CLIP_MODEL", None)  # no model given: the index's own
         env |= {"OPENAI_API_KEY": "sk-example-test", "OPENAI_BASE_URL": stub.openai_base_url}
         done = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "examples" / "compose.py"),
-                "--db",
-                db,
-                "--clip-model",
-                str(tiny_clip_checkpoint),
-            ],
+            [sys.executable, str(ROOT / "examples" / "compose.py"), "--db", db],
             capture_output=True,
             text=True,
             timeout=300,

@@ -269,3 +269,18 @@ def test_unreadable_image_names_the_path(corpus, image_files, tmp_path):  # type
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.jpg.*0 bytes"):
         SelfHitFilteringRetriever(inner).retrieve(empty)
+    # A JPEG cut short passes Pillow's verify(): it was found only by the embedder, whose
+    # "image file is truncated" named no file.
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((320, 240), 64).convert("RGB").save(buf, format="JPEG")
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(buf.getvalue() + b"trailing bytes some cameras add")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    with pytest.raises(ValueError, match=r"cut\.jpg cannot be read as an image.*truncated"):
+        SelfHitFilteringRetriever(inner).retrieve(cut)
+    assert SelfHitFilteringRetriever(inner).retrieve(whole)  # a whole one, trailer and all

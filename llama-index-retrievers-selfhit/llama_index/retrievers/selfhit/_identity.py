@@ -133,6 +133,19 @@ def _check_image_bytes(data: bytes, name: str) -> None:
             f"Query image {name} cannot be read as an image ({exc}); "
             "pass a PNG, JPEG or WebP image."
         ) from exc
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        # verify() does not decode a JPEG, so one cut short passes it (and fails later in
+        # the embedder, unnamed). Its last scan has no end marker: decode it, at 1/8 scale
+        # (a few ms), to know. A whole JPEG ends its scan with one and costs nothing here.
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ValueError(
+                f"Query image {name} cannot be read as an image ({exc}); "
+                "pass a PNG, JPEG or WebP image."
+            ) from exc
 
 
 @dataclass(frozen=True)

@@ -248,11 +248,18 @@ def test_index_with_captions_reports_counts_and_usage(
             "1",
             "--json",
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 1, done.stderr  # indexed, but nothing will be captioned
         first = json.loads(done.stdout)["captions"]
         n = json.loads(done.stdout)["indexed"]
         assert first["captioner"] == "openai:gpt-4o" and first["failed"] == n
         assert "check the API key" in first["failures"][0]["reason"]
+        assert "check the API key" in first["stopped"]
+        stub.fail_next(1, status=401, path_prefix="/v1/chat")
+        plain = run_cli(*args, "--captioner", "openai", "--concurrency", "1")
+        assert plain.returncode == 1
+        said = [line for line in plain.stdout.splitlines() if "no caption for" in line]
+        assert len(said) == 2 and f"and {n - 4} more: not attempted" in said[1], plain.stdout
+        assert plain.stdout.rstrip().splitlines()[-1].startswith("captioning stopped: HTTP 401")
         done = run_cli(*args, "--captioner", "openai", "--concurrency", "4", "--json")
         second = json.loads(done.stdout)["captions"]
         assert (second["captioned"], second["cached"], second["failed"]) == (n, 0, 0)

@@ -55,6 +55,9 @@ class CaptionReport:
     failed: list[CaptionFailure] = field(default_factory=list)
     usage: CaptionUsage = field(default_factory=CaptionUsage)
     seconds: float = 0.0
+    #: Why captioning stopped early, when an error meant no other image could succeed (a
+    #: bad key, an unknown model): the images after it were not asked. Empty otherwise.
+    stopped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready), as ``clip-hybrid index --json`` prints it."""
@@ -70,6 +73,7 @@ class CaptionReport:
             "failures": [{"path": f.path, "id": f.key, "reason": f.reason} for f in self.failed],
             "usage": self.usage.to_dict(),
             "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
         }
 
 

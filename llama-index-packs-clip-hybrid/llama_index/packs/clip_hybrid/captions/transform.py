@@ -262,6 +262,7 @@ class VLMCaptionTransform(TransformComponent):
 
         workers = min(self.concurrency, len(groups))
         await asyncio.gather(*(worker() for _ in range(workers)))
+        report.stopped = fatal[0] if fatal else ""
         outcomes = [results[image.key] for image in images]
         for outcome in outcomes:
             if outcome.failure is not None:

@@ -70,9 +70,12 @@ def run_index(args: argparse.Namespace, *, progress: bool) -> int:
         report = pack.ingest(
             args.paths, sync=args.sync, recursive=not args.no_recursive, overwrite=args.overwrite
         )
+    # Exit 1 when captioning stopped on an error no image could get past (a bad key): the
+    # images are indexed, but a script must notice that none will be captioned.
+    status = 1 if report.captions is not None and report.captions.stopped else 0
     if args.json:
         output.print_json({"db": args.db, "collection": args.collection, **report.to_dict()})
-        return 0
+        return status
     output.line(
         f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
         f"failed {len(report.failed)} ({report.seconds:.1f}s) -> {output.escape(args.db)}"
@@ -93,10 +96,18 @@ def run_index(args: argparse.Namespace, *, progress: bool) -> int:
         f"  captioner from {captions.captioner_source or '?'}; caption vectors: "
         f"{captions.embed_model or 'none'} (from {captions.embed_source or '?'})"
     )
-    for failure in captions.failed:
-        where = output.escape(failure.path or failure.key)
-        output.line(f"  no caption for {where}: {output.escape(failure.reason)}")
-    return 0
+    by_reason: dict[str, list[str]] = {}
+    for failure in captions.failed:  # one line per reason: a bad key is not 10k lines
+        by_reason.setdefault(failure.reason, []).append(output.escape(failure.path or failure.key))
+    for reason, where in by_reason.items():
+        named = ", ".join(where[:3]) + (f" and {len(where) - 3} more" if len(where) > 3 else "")
+        output.line(f"  no caption for {named}: {output.escape(reason)}")
+    if captions.stopped:
+        output.line(
+            f"captioning stopped: {output.escape(captions.stopped)}. The images are indexed; "
+            "fix that and run index again to caption them."
+        )
+    return status
 
 
 # -- search -----------------------------------------------------------------------------

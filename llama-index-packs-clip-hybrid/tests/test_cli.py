@@ -110,6 +110,41 @@ def test_search_text_and_image_json(indexed, image_dir, tiny_clip_checkpoint, ru
     assert {r["category"] for r in only["results"]} == {"diagram"}
 
 
+def test_an_index_of_a_folder_without_images_says_so(
+    tmp_path, run_cli, tiny_clip_checkpoint
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("not an image")
+    done = run_cli(
+        *("index", str(tmp_path / "docs"), "--db", str(tmp_path / "e.db")),
+        *("--clip-model", str(tiny_clip_checkpoint), "--captioner", "none"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"no images found in {tmp_path / 'docs'} (PNG, JPEG" in done.stdout
+
+
+def test_path_filters_take_relative_paths_and_an_empty_filtered_search_says_why(
+    indexed, image_dir, tiny_clip_checkpoint, run_cli, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`index` and --image take relative paths; --filter file_path=/folder= did not (no
+    results, no word). A filter that matches nothing names the stored fields."""
+    db, _ = indexed
+    model = ("--db", db, "--clip-model", str(tiny_clip_checkpoint))
+    target = next(image_dir.rglob("flowchart_1.png"))
+    monkeypatch.chdir(image_dir)
+    for key, value in (("file_path", target.relative_to(image_dir)), ("folder", "flowchart")):
+        found = json.loads(
+            run_cli("search", "x", "--filter", f"{key}={value}", "--json", *model).stdout
+        )
+        paths = [r["path"] for r in found["results"]]
+        assert paths and str(target) in paths, (key, paths)
+    typo = run_cli("search", "x", "--filter", "categry=diagram", *model)
+    assert typo.returncode == 0
+    said = typo.stdout.strip().splitlines()
+    assert said[-2] == "no results" and "--filter categry=diagram" in said[-1]
+    assert "category" in said[-1] and "metadata given at ingestion" in said[-1]
+
+
 def test_plain_output(indexed, tiny_clip_checkpoint, run_cli) -> None:  # type: ignore[no-untyped-def]
     db, _ = indexed
     done = run_cli(

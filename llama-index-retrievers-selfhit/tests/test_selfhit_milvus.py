@@ -252,6 +252,14 @@ def test_missing_file_names_the_path(corpus, image_files, tmp_path):  # type: ig
     missing = tmp_path / "nope" / "missing.png"
     with pytest.raises(FileNotFoundError, match=r"missing\.png"):
         SelfHitFilteringRetriever(inner).retrieve(missing)
+    # A folder or a FIFO exists: saying "does not exist" sent users looking for a typo.
+    with pytest.raises(ValueError, match=r"is a folder; pass the path of one image file"):
+        SelfHitFilteringRetriever(inner).retrieve(tmp_path)
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ValueError, match=r"pipe\.png is not a regular file"):
+        SelfHitFilteringRetriever(inner).retrieve(tmp_path / "pipe.png")
 
 
 def test_unreadable_image_names_the_path(corpus, image_files, tmp_path):  # type: ignore[no-untyped-def]

@@ -160,6 +160,15 @@ class QueryImage:
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], node_id: str | None = None) -> QueryImage:
         resolved = resolve_path(path)
+        if os.path.isdir(resolved):
+            raise ValueError(
+                f"Query image {os.fspath(path)!s} is a folder; pass the path of one image file."
+            )
+        if os.path.exists(resolved) and not os.path.isfile(resolved):
+            raise ValueError(
+                f"Query image {os.fspath(path)!s} is not a regular file (a pipe, socket or "
+                "device); pass the path of an image file."
+            )
         if not os.path.isfile(resolved):
             raise FileNotFoundError(
                 f"Query image {os.fspath(path)!s} does not exist (resolved to {resolved}); "

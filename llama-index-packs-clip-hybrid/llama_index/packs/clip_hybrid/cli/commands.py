@@ -82,6 +82,11 @@ def run_index(args: argparse.Namespace, *, progress: bool) -> int:
     )
     for failure in report.failed:
         output.line(f"  skipped {output.escape(failure.path)}: {output.escape(failure.reason)}")
+    if report.seen == 0 and not report.removed:
+        output.line(
+            f"  no images found in {' '.join(map(output.escape, args.paths))} (PNG, JPEG, GIF, "
+            "BMP, WebP or TIFF files; subfolders too unless --no-recursive; hidden ones skipped)"
+        )
     captions = report.captions
     if captions is None:
         output.line("captions: off (see --captioner)")
@@ -113,6 +118,10 @@ def run_index(args: argparse.Namespace, *, progress: bool) -> int:
 # -- search -----------------------------------------------------------------------------
 
 
+#: Filter keys whose values are paths (stored absolute).
+PATH_KEYS = ("file_path", "path", "folder")
+
+
 def parse_filters(pairs: Sequence[str]) -> Any:
     if not pairs:
         return None
@@ -123,6 +132,9 @@ def parse_filters(pairs: Sequence[str]) -> Any:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--filter {pair!r} is not KEY=VALUE")
+        if key in PATH_KEYS:  # relative, as `index` and --image take them; stored absolute
+            out.append(MetadataFilter(key=key, value=os.path.abspath(os.path.expanduser(value))))
+            continue
         parsed: Any = value
         for cast in (int, float):
             try:
@@ -208,6 +220,14 @@ def run_search(args: argparse.Namespace, branches: list[str] | None) -> int:
             )
     if not payload["results"]:
         output.line(result.note or "no results")
+        if args.filter:  # a typo in a key matches nothing, silently
+            from ..milvus.images import BUILTIN_FIELDS
+
+            output.line(
+                f"  (with --filter {' '.join(map(output.escape, args.filter))}: the stored "
+                f"fields are file_path, {', '.join(BUILTIN_FIELDS[1:])}, and the metadata "
+                "given at ingestion; keys and values must match exactly)"
+            )
     return 0
 
 

@@ -302,6 +302,7 @@ def test_in_an_ingestion_pipeline_with_every_kind_of_image_node(tmp_path: Path) 
             allowed([remote])
             (refused,) = allowed.last_report.failed
             assert "loopback, private or reserved" in refused.reason
+            assert refused.path == url  # the failure names the URL (it named no path)
             assert len(stub.requests) == 2
     finally:
         server.shutdown()

@@ -41,7 +41,7 @@ from ..images.sources import (
     node_path,
     node_source,
 )
-from ..redaction import package_logger
+from ..redaction import package_logger, redact_known
 from .base import Caption, CaptionError, CaptionImage
 from .cache import CaptionCache, default_cache_path
 from .choice import resolve_captioner
@@ -155,8 +155,9 @@ class VLMCaptionTransform(TransformComponent):
             try:
                 image = await asyncio.to_thread(_image_of, image_node, self.allow_image_urls)
             except CaptionError as exc:
+                url = redact_known(str(getattr(image_node, "image_url", None) or ""))
                 report.failed.append(
-                    CaptionFailure(node.node_id, node_path(image_node), exc.reason)
+                    CaptionFailure(node.node_id, node_path(image_node) or url, exc.reason)
                 )
                 continue
             images.append(image)

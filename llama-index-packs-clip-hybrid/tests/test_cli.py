@@ -306,6 +306,24 @@ def test_index_with_captions_reports_counts_and_usage(
     assert "sk-cli-test-123456" not in done.stdout + done.stderr + plain.stdout + plain.stderr
 
 
+def test_a_bad_key_for_the_caption_embedder_stops_the_run_too(
+    tmp_path, image_dir, tiny_clip_checkpoint, run_cli, monkeypatch
+) -> None:
+    from llama_index.packs.clip_hybrid.testing import ApiStub
+
+    args = ["index", str(image_dir), "--db", str(tmp_path / "e.db")]
+    args += ["--clip-model", str(tiny_clip_checkpoint), "--captioner", "openai"]
+    with ApiStub() as stub:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-cli-test-123456")
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.openai_base_url)
+        stub.fail_next(1, status=401, path_prefix="/v1/embeddings")
+        done = run_cli(*args, "--caption-embed", "openai", "--json")
+    assert done.returncode == 1, done.stderr  # no caption can be stored with that key
+    captions = json.loads(done.stdout)["captions"]
+    assert captions["stopped"].startswith("caption embedding failed (HTTP 401")
+    assert captions["failed"] == json.loads(done.stdout)["indexed"]
+
+
 def test_index_captioner_none_and_bad_concurrency(
     tmp_path, image_dir, tiny_clip_checkpoint, run_cli
 ) -> None:

@@ -99,7 +99,12 @@ def test_an_index_built_with_a_relative_checkpoint_path_searches_from_anywhere(
 
     make_tiny_clip_checkpoint(elsewhere / "other.pt", seed=1)
     code, _, err = _cli(capsys, "search", "a chart", "--db", db, "--clip-model", "other.pt")
-    assert code == 1 and "other.pt" in err, err
+    assert code == 1 and "other.pt" in err and "search with --clip-model" in err, err
+    # The recorded file moved away: the message must not send the user to a dead path.
+    (built_in / "tiny.pt").rename(built_in / "moved.pt")
+    code, _, err = _cli(capsys, "search", "a chart", "--db", db, "--clip-model", "copy.pt")
+    assert code == 1 and "(a file no longer there)" in err, err
+    assert "put that checkpoint (or a link to it) back at its path" in err
 
 
 def test_the_preview_names_the_model_not_a_local_path(captioned, tiny_clip_checkpoint) -> None:

@@ -238,8 +238,12 @@ def test_url_passwords_are_masked_in_messages_and_data() -> None:
     text = "POST http://user:urlpassXYZ987@127.0.0.1:9/v1 and ftp://bob:p@ss@host/x"
     for masked in (redact(text), redact_known(text)):
         assert masked == "POST http://user:***@127.0.0.1:9/v1 and ftp://bob:***@host/x"
-    # A user without a password, an address or a path with ":" and "@" are not secrets.
-    plain = "https://alice@example.com/a.png mail me@x.org /data/a:b@c.png"
+    # A user without a password, an address or a path with ":" and "@" are not secrets,
+    # nor is a port followed by an "@" in the query, fragment or a later part.
+    plain = (
+        "https://alice@example.com/a.png mail me@x.org /data/a:b@c.png git@github.com:o/r "
+        "http://host:8080?q=a@b.com https://host:443#frag@x"
+    )
     assert redact(plain) == redact_known(plain) == plain
 
 
@@ -274,6 +278,11 @@ def test_a_milvus_password_in_the_uri_becomes_the_token_and_is_never_shown(tmp_p
     assert database.uri == "http://127.0.0.1:9"
     assert database.token == "root:Milvus/123pwSECRET"  # what pymilvus takes, unescaped
     assert "SECRET" not in repr(database)
+    # Unescaped, "/" "?" "#" "@" in a password end the host for URL parsers (pymilvus then
+    # said "Port could not be cast to integer value as 'S3cret'"): still all credentials.
+    raw = MilvusDatabase("http://root:S3cret/p?w#d@x@127.0.0.1:19530/db_1")
+    assert (raw.uri, raw.token) == ("http://127.0.0.1:19530/db_1", "root:S3cret/p?w#d@x")
+    assert redact("Port could not be cast: S3cret/p?w#d@x") == "Port could not be cast: ***"
     assert redact("auth failed for Milvus/123pwSECRET") == "auth failed for ***"
     pack = ClipHybridPack(
         uri="http://root:Milvus123pwSECRET@127.0.0.1:9", clip_model="none", captioner="none"

@@ -143,6 +143,13 @@ class CaptionIndexer:
         written = 0
         for batch in chunks(outcomes, self.embed_batch_size):
             texts = [fit_caption(o.caption.text) for o in batch if o.caption is not None]
+            if report.stopped:  # a bad key for the embedder: no other batch can pass
+                for outcome in batch:
+                    reason = f"not attempted: {report.stopped}"
+                    report.failed.append(
+                        CaptionFailure(outcome.image.key, outcome.image.path, reason)
+                    )
+                continue
             try:
                 if model is None:  # no embedder: rows for BM25, placeholder vectors
                     vectors = [list(PLACEHOLDER) for _ in texts]
@@ -155,6 +162,8 @@ class CaptionIndexer:
                     exc.reason if isinstance(exc, CaptionError) else f"{type(exc).__name__}: {exc}"
                 )
                 reason = redact(f"caption embedding failed ({detail})")[:300]
+                if isinstance(exc, CaptionError) and exc.fatal:
+                    report.stopped = reason
                 for outcome in batch:
                     image = outcome.image
                     report.failed.append(CaptionFailure(image.key, image.path, reason))

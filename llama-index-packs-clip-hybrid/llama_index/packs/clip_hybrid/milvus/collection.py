@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._compat import milvus_lite_reads
-from .._util import chunks, same_file_content
+from .._util import chunks
 from ..options import ClipHybridError
 from .database import MilvusDatabase
 from .filters import list_literal
 from .indexes import LITE_FLUSH_ROWS, LITE_INDEX, SERVER_INDEX, IndexConfig
 from .integrity import damaged_ids, explaining_damage, verify
+from .models import model_mismatch
 
 #: The collection property that names the model of its vectors.
 MODEL_PROPERTY = "clip_hybrid.embed_model"
@@ -150,16 +151,11 @@ class VectorCollection:
         return str(value) if value else None
 
     def check_model(self, model: str | None) -> None:
-        """Raise when the collection was built by another embedding model (a checkpoint
-        file counts as the same model wherever it is, when its bytes are the same)."""
-        recorded = self.model if model else None
-        if recorded and recorded != model and not same_file_content(recorded, str(model)):
+        """Raise when the collection was built by another embedding model."""
+        why = model_mismatch(self.model if model else None, model)
+        if why:
             raise CollectionMismatchError(
-                f"Collection {self.collection_name!r} at {self.uri} was built with the model "
-                f"{recorded!r}, but this uses {model!r}: vectors of two models are not "
-                f"comparable; search with {{clip_model={recorded}}} (or leave it out: the "
-                "index's model is the default), use another {collection_name}, or "
-                "{overwrite=True} to rebuild (its data is lost)."
+                f"Collection {self.collection_name!r} at {self.uri} {why}"
             )
 
     def open_existing(self) -> bool:

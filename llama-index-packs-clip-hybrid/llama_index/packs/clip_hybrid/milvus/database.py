@@ -25,14 +25,19 @@ def is_local_uri(uri: str) -> bool:
 def split_credentials(uri: str) -> tuple[str, str | None]:
     """A server URL without its ``user:password@`` part, and that part as the Milvus
     token it means (``"user:password"``), or None when the URL has none. pymilvus takes
-    either; kept in the URL, the password would be in every message naming the database."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" not in parts.netloc:
+    either; kept in the URL, the password would be in every message naming the database.
+
+    Everything between ``://`` and the last ``@`` is the credentials, a password's
+    unescaped ``/``, ``?`` or ``#`` included (URL parsers end the host there and would
+    show the rest); a Milvus URL has no ``@`` elsewhere (database names are
+    letters, digits and ``_``)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest:
         return uri, None
-    user = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=host)), f"{user}:{password}"
+    credentials, _, host = rest.rpartition("@")
+    user, _, password = credentials.partition(":")
+    token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    return f"{scheme}://{host}", token
 
 
 class DatabaseBusyError(RuntimeError):

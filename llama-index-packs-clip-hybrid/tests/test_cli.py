@@ -180,13 +180,10 @@ def test_failures_exit_1_with_one_line(tmp_path, tiny_clip_checkpoint, run_cli) 
     assert missing_db.stderr.strip().splitlines() == [missing_db.stderr.strip().splitlines()[-1]]
     assert "No index at" in missing_db.stderr and "clip-hybrid index" in missing_db.stderr
 
+    broken = tmp_path / "broken.pt"  # a file that is no checkpoint (a missing one: exit 2)
+    broken.write_bytes(b"not a checkpoint")
     no_weights = run_cli(
-        "index",
-        str(tmp_path),
-        "--db",
-        str(tmp_path / "y.db"),
-        "--clip-model",
-        str(tmp_path / "missing.pt"),
+        "index", str(tmp_path), "--db", str(tmp_path / "y.db"), "--clip-model", str(broken)
     )
     assert no_weights.returncode == 1
     assert len(no_weights.stderr.strip().splitlines()) == 1
@@ -197,6 +194,7 @@ def test_failures_exit_1_with_one_line(tmp_path, tiny_clip_checkpoint, run_cli) 
     import os
 
     key = "WRONGKEY-abcdefgh1234"
+    (tmp_path / f"{key}.pt").write_bytes(b"not a checkpoint")
     os.environ["OPENAI_API_KEY"] = key
     try:
         debug = run_cli(
@@ -221,8 +219,6 @@ def test_installed_command_runs_as_a_program(tmp_path) -> None:  # type: ignore[
             "x",
             "--db",
             str(tmp_path / "none.db"),
-            "--clip-model",
-            str(tmp_path / "missing.pt"),
         ],
         capture_output=True,
         text=True,
@@ -547,3 +543,13 @@ def test_log_lines_escape_file_names_too(tmp_path, tiny_clip_checkpoint) -> None
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout + done.stderr and "\\x1b[2J" in done.stderr, done.stderr
     assert "\n  1. 0.9999" not in done.stdout + done.stderr
+
+
+def test_an_unknown_clip_model_is_a_usage_error_that_creates_nothing(
+    tmp_path, image_dir, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "t3.db"
+    done = run_cli("index", str(image_dir), "--db", str(db), "--clip-model", "ViT-X/99")
+    assert done.returncode == 2
+    assert "--clip-model ViT-X/99 is neither a known name (RN50" in done.stderr
+    assert not db.exists()  # no empty database left behind

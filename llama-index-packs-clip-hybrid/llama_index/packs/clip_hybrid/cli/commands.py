@@ -18,7 +18,21 @@ class UsageError(Exception):
 
 
 def make_pack(args: argparse.Namespace, **extra: Any) -> Any:
+    from ..clip.weights import MODELS
     from ..pack import ClipHybridPack
+
+    model = args.clip_model
+    if (
+        model
+        and model != "none"
+        and model not in MODELS
+        and not os.path.isfile(os.path.expanduser(model))
+    ):
+        # before the database is opened: Milvus Lite would leave an empty one behind
+        raise UsageError(
+            f"--clip-model {output.escape(model)} is neither a known name "
+            f"({', '.join(MODELS)}) nor an existing checkpoint file (or none: captions only)"
+        )
 
     return ClipHybridPack(
         uri=args.db,

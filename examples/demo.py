@@ -37,7 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="preview page port (0: any)")
     parser.add_argument("--no-serve", action="store_true", help="exit instead of serving")
     args = parser.parse_args(argv)
+    from llama_index.packs.clip_hybrid.cli import quiet
 
+    # This program owns its process, as the CLI does: the lines native libraries write to
+    # stderr (FAISS's "WARNING clustering 63 points to 63 centroids") are dropped.
+    quiet.quiet(debug=False)
+    try:
+        return run(args)
+    finally:
+        quiet.release()
+
+
+def run(args: argparse.Namespace) -> int:
     from llama_index.packs.clip_hybrid import ClipHybridPack, ClipWeightsUnavailableError
     from llama_index.packs.clip_hybrid.results import format_branches
 

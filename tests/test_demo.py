@@ -30,6 +30,7 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_indexes_and_searches_by_text_and_image(tiny_clip_checkpoint, tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = _demo("--clip-model", str(tiny_clip_checkpoint), "--db", str(tmp_path / "demo.db"))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "WARNING clustering" not in done.stderr  # FAISS's noise: a newcomer's first screen
     out = done.stdout
     n_images = len(list((ROOT / "examples" / "images").rglob("*.png")))
     assert f"Indexed {n_images} images (0 unchanged, 0 skipped)" in out

@@ -99,7 +99,7 @@ def test_an_index_built_with_a_relative_checkpoint_path_searches_from_anywhere(
 
     make_tiny_clip_checkpoint(elsewhere / "other.pt", seed=1)
     code, _, err = _cli(capsys, "search", "a chart", "--db", db, "--clip-model", "other.pt")
-    assert code == 1 and "other.pt" in err and "search with --clip-model" in err, err
+    assert code == 1 and "other.pt" in err and "use --clip-model" in err, err
     # The recorded file moved away: the message must not send the user to a dead path.
     (built_in / "tiny.pt").rename(built_in / "moved.pt")
     code, _, err = _cli(capsys, "search", "a chart", "--db", db, "--clip-model", "copy.pt")

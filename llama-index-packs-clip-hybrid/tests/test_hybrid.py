@@ -845,3 +845,19 @@ async def test_a_text_llm_answers_from_captions_alone(hybrid_pack, stub) -> None
     assert digests == [] and str(response) == "An answer from the stub."
     assert response.source_nodes[0].node.metadata["category"] == "text_zh"
     assert "A sign with Chinese text. Text: 用户登录流程" in text
+
+
+def test_a_caption_vector_mismatch_names_caption_embed(milvus_uri, image_dir, stub) -> None:  # type: ignore[no-untyped-def]
+    """The caption collection's model is chosen by caption_embed; the error said clip_model."""
+    from llama_index.packs.clip_hybrid.milvus.collection import CollectionMismatchError
+
+    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
+    common = {"uri": milvus_uri, "clip_model": "none", "captioner": captioner}
+    with ClipHybridPack(**common, caption_embed=MockEmbedding(embed_dim=16)) as pack:
+        pack.ingest(image_dir)
+        recorded = pack.caption_store.model
+    with ClipHybridPack(**common, caption_embed="none") as pack:
+        with pytest.raises(CollectionMismatchError) as mismatch:
+            pack.ingest(image_dir)
+    assert f"caption_embed='{recorded}'" in str(mismatch.value), str(mismatch.value)
+    assert "clip_model" not in str(mismatch.value)

@@ -80,6 +80,10 @@ class RetrieverBuilder:
         self.keep_self_hit = keep_self_hit
         self.caption_of = caption_of
 
+    def _top_k(self, similarity_top_k: int | None) -> int:
+        """The number asked for (0 is an error, not "the default"), else the default."""
+        return check_top_k(self.similarity_top_k if similarity_top_k is None else similarity_top_k)
+
     def uses_milvus_bm25(self) -> bool:
         """Milvus' own BM25 when asked for, or (auto) when the collection has it."""
         if self.bm25_backend == "auto":
@@ -109,7 +113,7 @@ class RetrieverBuilder:
             store=self.images,
             captions=self.captions if captions else None,
             embed_model=self._clip_model(),
-            similarity_top_k=check_top_k(similarity_top_k or self.similarity_top_k),
+            similarity_top_k=self._top_k(similarity_top_k),
             filters=filters,
             read_rows=read_rows,
         )
@@ -127,7 +131,7 @@ class RetrieverBuilder:
             store=self.images,
             captions=self.captions if captions else None,
             embed_model=self._clip_model(),
-            similarity_top_k=check_top_k(similarity_top_k or self.similarity_top_k),
+            similarity_top_k=self._top_k(similarity_top_k),
             filters=filters,
         )
         keep = self.keep_self_hit if keep_self_hit is None else keep_self_hit
@@ -227,7 +231,7 @@ class RetrieverBuilder:
             "branches": branches,
             "keep_self_hit": keep_self_hit,
         }
-        top_k = check_top_k(similarity_top_k or self.similarity_top_k)
+        top_k = self._top_k(similarity_top_k)
         wanted = check_branches(branches) or BRANCHES
         weights = check_weights(weights)
         available = self.branches(

@@ -110,6 +110,8 @@ class CaptionStore(VectorCollection):
     and process) and shares its connection; closing it leaves that connection open.
     """
 
+    model_option = "caption_embed"
+
     def __init__(
         self,
         images: ImageStore,

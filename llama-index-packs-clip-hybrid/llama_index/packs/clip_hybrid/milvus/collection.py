@@ -58,6 +58,9 @@ class VectorCollection:
     Nothing connects in the constructor; the collection opens on first use.
     """
 
+    #: The pack's argument that chooses the model of these vectors (named in errors).
+    model_option = "clip_model"
+
     def __init__(
         self,
         database: MilvusDatabase,
@@ -152,7 +155,7 @@ class VectorCollection:
 
     def check_model(self, model: str | None) -> None:
         """Raise when the collection was built by another embedding model."""
-        why = model_mismatch(self.model if model else None, model)
+        why = model_mismatch(self.model if model else None, model, self.model_option)
         if why:
             raise CollectionMismatchError(
                 f"Collection {self.collection_name!r} at {self.uri} {why}"

@@ -8,17 +8,19 @@ import os
 from .._util import same_file_content
 
 
-def model_mismatch(recorded: str | None, model: str | None) -> str | None:
+def model_mismatch(
+    recorded: str | None, model: str | None, option: str = "clip_model"
+) -> str | None:
     """Why vectors recorded as made by ``recorded`` cannot be compared with ``model``'s,
-    with the fix, as the end of a sentence naming the collection; None when they can."""
+    with the fix (``option``: the argument that picks the model), as the end of a
+    sentence naming the collection; None when they can."""
     if not recorded or not model or recorded == model or same_file_content(recorded, model):
         return None
     gone = os.path.isabs(recorded) and not os.path.exists(recorded)
     fix = (
         "put that checkpoint (or a link to it) back at its path"
         if gone
-        else f"search with {{clip_model={recorded}}} (or leave it out: the index's model is "
-        "the default)"
+        else f"use {{{option}={recorded}}} (or leave it out: the index's model is the default)"
     )
     return (
         f"was built with the model {recorded!r}{' (a file no longer there)' if gone else ''}, "

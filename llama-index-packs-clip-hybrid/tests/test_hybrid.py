@@ -856,8 +856,10 @@ def test_a_caption_vector_mismatch_names_caption_embed(milvus_uri, image_dir, st
     with ClipHybridPack(**common, caption_embed=MockEmbedding(embed_dim=16)) as pack:
         pack.ingest(image_dir)
         recorded = pack.caption_store.model
-    with ClipHybridPack(**common, caption_embed="none") as pack:
-        with pytest.raises(CollectionMismatchError) as mismatch:
-            pack.ingest(image_dir)
+    with (
+        ClipHybridPack(**common, caption_embed="none") as pack,
+        pytest.raises(CollectionMismatchError) as mismatch,
+    ):
+        pack.ingest(image_dir)
     assert f"caption_embed='{recorded}'" in str(mismatch.value), str(mismatch.value)
     assert "clip_model" not in str(mismatch.value)

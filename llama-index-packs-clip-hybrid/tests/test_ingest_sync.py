@@ -53,6 +53,26 @@ def test_sync_removes_only_files_that_are_gone(pack, image_dir, tmp_path) -> Non
     assert {str(hidden), str(image_dir / "linked" / "linked.png")} <= set(stored)
 
 
+def test_sync_of_a_folder_whose_images_all_went_at_once_keeps_them(
+    pack, image_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """An unmounted drive or a moved folder looks like every file deleted: sync removed
+    every row under it, silently. It keeps them and says how to remove them; a sync of a
+    folder above it (where other images are still there) does remove them."""
+    pack.ingest(image_dir)
+    emptied = _pngs(image_dir)[0].parent
+    n = len(list(emptied.glob("*.png")))
+    stash = tmp_path / "stash"
+    shutil.move(str(emptied), stash)
+    emptied.mkdir()  # the mount point stays, empty
+    kept = pack.ingest(emptied, sync=True)
+    assert kept.removed == 0 and len(_stored(pack)) == len(_pngs(stash)) + len(_pngs(image_dir))
+    (failure,) = kept.failed
+    assert failure.path == str(emptied) and f"every one of its {n} indexed images" in failure.reason
+    assert "pack.delete([folder])" in failure.reason
+    assert pack.ingest(image_dir, sync=True).removed == n  # from above: really gone
+
+
 def test_sync_of_a_home_relative_folder(pack, image_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HOME", str(image_dir.parent))
     home_relative = "~/" + image_dir.name

@@ -32,15 +32,18 @@ def stale_rows(
     hidden file or one under a symlinked folder, indexed by name; a sub-folder with
     ``recursive=False``; a folder that cannot be listed)."""
     prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
-    stale: list[str] = []
+    stale: dict[str, list[str]] = {root: [] for root in prefixes}
+    rows_under: dict[str, int] = dict.fromkeys(prefixes, 0)
     unchecked: dict[str, int] = {}
     for row in store.iter_rows(["path"]):
         path = row["path"]
         if not path.startswith(prefixes) or (not recursive and os.path.dirname(path) not in roots):
             continue
+        root = next(r for r in prefixes if path.startswith(r))
+        rows_under[root] += 1
         state = file_state(path)
         if state is False:
-            stale.append(row["id"])
+            stale[root].append(row["id"])
         elif state is None:
             folder = os.path.dirname(path)
             unchecked[folder] = unchecked.get(folder, 0) + 1
@@ -52,4 +55,23 @@ def stale_rows(
         )
         for folder, n in sorted(unchecked.items())
     ]
-    return stale, failures
+    removed: list[str] = []
+    for root, ids in stale.items():
+        if len(ids) >= EMPTIED and len(ids) == rows_under[root]:  # all at once: kept
+            failures.append(IngestFailure(root.rstrip(os.sep), emptied_reason(len(ids))))
+        else:
+            removed += ids
+    return removed, failures
+
+
+#: A sync root whose indexed images are all gone at once (this many or more) is not
+#: synced: that is an unmounted drive or a moved folder far more often than a deletion.
+EMPTIED = 2
+
+
+def emptied_reason(n: int) -> str:
+    return (
+        f"every one of its {n} indexed images is gone at once (an unmounted drive, a moved "
+        "folder?), so they were kept, not removed; if they are really gone, remove them "
+        "with pack.delete([folder]) or sync a folder above it"
+    )

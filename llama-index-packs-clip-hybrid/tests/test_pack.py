@@ -404,3 +404,20 @@ def test_a_fresh_pack_reads_rows_by_id_first(pack, image_dir, milvus_uri, fast_c
         assert row[image_node_id(first)]["path"] == str(first)
     finally:
         fresh.close()
+
+
+async def test_two_ingests_at_once_into_a_new_index_both_land(
+    milvus_uri, fast_clip, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    """aingest runs on a worker thread: two at once both created the collection, and the
+    second failed with "collection already exists" (its images never indexed)."""
+    import asyncio
+
+    folders = sorted(p for p in image_dir.iterdir() if p.is_dir())[:3]
+    pack = ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none")
+    try:
+        reports = await asyncio.gather(*(pack.aingest(folder) for folder in folders))
+        expected = sum(len(list(f.rglob("*.png"))) for f in folders)
+        assert sum(r.indexed for r in reports) == expected == pack.store.count()
+    finally:
+        pack.close()

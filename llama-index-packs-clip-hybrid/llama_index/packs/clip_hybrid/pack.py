@@ -289,14 +289,13 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         failure is in ``report.captions.failed``, and the next run retries it.
         ``overwrite=True`` drops the existing collections first (everything is lost).
         """
-        if overwrite:
-            self.caption_store.drop()
-            self.store.drop()
-            self.bm25.drop()
-        report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
-        report.captions = self.captions.update()
-        if not self.retrievers.uses_milvus_bm25():
-            self.bm25.refresh()
+        with self.ingestor.lock:  # two at once (aingest): a new collection made twice
+            for part in (self.caption_store, self.store, self.bm25) if overwrite else ():
+                part.drop()
+            report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
+            report.captions = self.captions.update()
+            if not self.retrievers.uses_milvus_bm25():
+                self.bm25.refresh()
         return report
 
     async def aingest(self, inputs: Any, **kwargs: Any) -> IngestReport:

@@ -105,6 +105,29 @@ def test_vector_store_index_over_the_images_gives_the_pack_top_10(captioned_pack
         assert hit.node.metadata["category"] == own.node.metadata["category"]
 
 
+def test_the_store_reads_only_and_names_the_packs_way_to_write(captioned_pack) -> None:
+    """Inserted through the store, a node's text vector landed in the image collection
+    with the sha256 its metadata claimed, and the pack then reused it for that image."""
+    from llama_index.core.schema import TextNode
+
+    pack = captioned_pack
+    count = pack.store.count()
+    index = VectorStoreIndex.from_vector_store(
+        pack.vector_store("images"), embed_model=pack.embed_model
+    )
+    row = next(pack.store.iter_rows(["path", "sha256"]))
+    node = TextNode(text="red", metadata={"path": row["path"], "sha256": row["sha256"]})
+    for write in (
+        lambda: index.insert_nodes([node]),
+        lambda: index.delete_nodes([row["id"]]),
+        lambda: index.vector_store.clear(),
+        lambda: asyncio.run(index.vector_store.async_add([node])),
+    ):
+        with pytest.raises(NotImplementedError, match=r"pack\.ingest\(\.\.\.\) to add images"):
+            write()
+    assert pack.store.count() == count
+
+
 def test_the_caption_collection_gives_the_caption_branch_top_10(captioned_pack) -> None:
     pack = captioned_pack
     store = pack.vector_store("captions")

@@ -16,6 +16,10 @@ can go the day upstream changes):
 - **The metric.** ``similarity_metric`` (default ``IP``) is used only for indexes the store
   creates; ``IndexManagement.NO_VALIDATION`` keeps it away from the pack's COSINE index,
   so searches use that index's metric and scores are the pack's real cosines.
+- **Writes.** The store would insert a node's text embedding into the image collection
+  with whatever ``sha256`` its metadata claims, and the pack would reuse that vector for
+  the image with those bytes. The store opened here reads only: ``add``, ``delete``,
+  ``delete_nodes`` and ``clear`` (and their async forms) raise, naming the pack's way.
 """
 
 from __future__ import annotations
@@ -32,7 +36,20 @@ def _row_id_store_class() -> type:
 
     class RowIdMilvusVectorStore(MilvusVectorStore):
         """``MilvusVectorStore`` whose nodes for rows it did not write keep the row's id
-        (and are ``ImageNode``s when the row has an image ``path``)."""
+        (and are ``ImageNode``s when the row has an image ``path``); it reads only."""
+
+        def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError(
+                f"The pack's {self.collection_name!r} collection is written by the pack: "
+                "pack.ingest(...) to add images (CLIP vectors of their pixels, their "
+                "captions), pack.delete(...) to remove them; this store reads."
+            )
+
+        async def _aread_only(self, *args: Any, **kwargs: Any) -> Any:
+            return self._read_only()
+
+        add = delete = delete_nodes = clear = _read_only
+        async_add = adelete = adelete_nodes = aclear = _aread_only
 
         def _parse_from_milvus_results(self, results: list[Any]) -> tuple[Any, Any, Any]:
             nodes, similarities, ids = super()._parse_from_milvus_results(results)

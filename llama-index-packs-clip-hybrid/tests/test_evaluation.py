@@ -112,3 +112,19 @@ def test_duplicate_relevant_paths_and_a_self_relevant_image_query(tmp_path: Path
     assert report.modes["image"].recall_at_1 == pytest.approx(1.0)
     assert report.modes["image"].ndcg_at_10 == pytest.approx(1.0)
     assert report.misses == []
+
+
+def test_a_copy_of_the_query_image_is_a_self_hit_not_a_miss(tmp_path: Path) -> None:
+    """The self-hit filter drops files with the query's bytes too: a relevant copy could
+    never be found, and eval counted it as a miss (recall@10 0.5 for a perfect search)."""
+    (tmp_path / "q.png").write_bytes(b"the same bytes")
+    (tmp_path / "copy.png").write_bytes(b"the same bytes")
+    (tmp_path / "y.png").write_bytes(b"other bytes")
+    qrels = tmp_path / "q.jsonl"
+    qrels.write_text(json.dumps({"image": "q.png", "relevant": ["copy.png", "y.png"]}))
+    parsed = load_qrels(qrels)
+    q, y = (str((tmp_path / n).resolve()) for n in ("q.png", "y.png"))
+    other = [str(tmp_path / f"o{i}.png") for i in range(10)]
+    report = evaluate(_FixedPack({q: [y, *other]}), parsed, ("image",))
+    assert report.modes["image"].recall_at_10 == pytest.approx(1.0)
+    assert report.misses == []

@@ -139,9 +139,10 @@ def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> Ev
             retrieved = _run(pack, qrel, mode)
             if retrieved is None:
                 continue
-            # An image query is filtered out of its own results (a self-hit): it cannot be
-            # found, so it is not expected; a query left with nothing expected is skipped.
-            expected = [p for p in qrel.relevant if p != qrel.image]
+            # An image query is filtered out of its own results (a self-hit, by path or by
+            # bytes: copies too): it cannot be found, so it is not expected; a query left
+            # with nothing expected is skipped.
+            expected = [p for p in qrel.relevant if p not in self_hits(qrel)]
             if not expected:
                 continue
             scores = {
@@ -176,6 +177,23 @@ def ndcg_at(expected: list[str], retrieved: list[str], k: int) -> float:
     dcg = sum(1.0 / math.log2(i + 1) for i, doc in enumerate(retrieved[:k], 1) if doc in relevant)
     ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), k) + 1))
     return dcg / ideal if ideal else 0.0
+
+
+def self_hits(qrel: Qrel) -> set[str]:
+    """The relevant paths an image query's self-hit filter drops: the query image itself
+    and files with its bytes."""
+    if qrel.image is None:
+        return set()
+    from .images.sources import file_sha256
+
+    def digest(path: str) -> str | None:
+        try:
+            return file_sha256(path)
+        except OSError:
+            return None
+
+    own = digest(qrel.image)
+    return {p for p in qrel.relevant if p == qrel.image or (own and digest(p) == own)}
 
 
 def _run(pack: Any, qrel: Qrel, mode: str) -> list[str] | None:

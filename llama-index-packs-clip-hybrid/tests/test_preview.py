@@ -460,3 +460,29 @@ def test_a_bad_content_length_is_refused_at_once(server, length: str) -> None:
         )
         reply = conn.recv(4096)
     assert reply.startswith(b"HTTP/1.1 400")
+
+
+def test_the_map_follows_a_delete_and_an_ingest_of_as_many_images(
+    milvus_uri, fast_clip, image_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The map was rebuilt only when the image count changed: one image deleted and
+    another ingested left the deleted one on the map and the new one off it."""
+    import shutil
+
+    from llama_index.packs.clip_hybrid.preview import PreviewApp
+
+    pack = ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none")
+    try:
+        pack.ingest(image_dir)
+        app = PreviewApp(pack)
+        before = {p["name"] for p in app.points()["points"]}
+        gone = sorted(image_dir.rglob("*.png"))[0]
+        new = tmp_path / "new_one.png"
+        shutil.copyfile(sorted(image_dir.rglob("*.png"))[-1], new)
+        pack.delete([gone])
+        pack.ingest(new)
+        after = {p["name"] for p in app.points()["points"]}
+        assert len(after) == len(before)
+        assert gone.name not in after and new.name in after
+    finally:
+        pack.close()

@@ -76,6 +76,8 @@ class VectorCollection:
         self.schema = schema
         self.index = index or (LITE_INDEX if database.is_local else SERVER_INDEX)
         self._ready = False
+        #: Rows this process wrote or deleted here (with the row count: "did it change?").
+        self.writes = 0
         self._verified = False
         self._dim: int | None = None
         #: Rows (upserted or deleted) after which Milvus Lite is flushed; 0: never.
@@ -270,6 +272,7 @@ class VectorCollection:
         self._unflushed = 0
 
     def _written(self, rows: int) -> None:
+        self.writes += rows
         self._unflushed += rows
         if self.lite_flush_rows and self._unflushed >= self.lite_flush_rows:
             self.flush()  # see LITE_FLUSH_ROWS

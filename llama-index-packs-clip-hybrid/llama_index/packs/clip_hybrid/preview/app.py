@@ -84,7 +84,7 @@ class PreviewApp:
         self._projection: Map2D | None = None
         self._points: list[dict[str, Any]] = []
         self._by_id: dict[str, dict[str, Any]] = {}
-        self._projected_count = -1
+        self._projected_count: tuple[int, int] = (-1, -1)
         self._search_slots = threading.BoundedSemaphore(SEARCHES)
 
     def warm(self) -> None:
@@ -156,7 +156,9 @@ class PreviewApp:
         }
 
     def _refresh_projection(self) -> None:
-        count = self.pack.store.count()
+        # The count alone missed a delete and an ingest of as many images (a stale map);
+        # this process's writes say so, another process's change its count.
+        count = (self.pack.store.count(), self.pack.store.writes)
         if count == self._projected_count:
             return
         ids, vectors, points = [], [], []

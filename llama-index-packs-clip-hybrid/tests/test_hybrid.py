@@ -847,6 +847,31 @@ async def test_a_text_llm_answers_from_captions_alone(hybrid_pack, stub) -> None
     assert "A sign with Chinese text. Text: 用户登录流程" in text
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+def test_the_query_engine_searches_by_the_image_of_a_bundle(
+    hybrid_pack, stub, image_dir, use_async
+) -> None:
+    """CustomQueryEngine handed custom_query only the bundle's text: "what is this" with
+    an image_path searched for the words. The image goes to the retriever now."""
+    import asyncio
+
+    from llama_index.core.schema import QueryBundle
+    from llama_index.llms.openai import OpenAI
+
+    llm = OpenAI(model="gpt-4o", api_key="sk-test", api_base=stub.openai_base_url)
+    engine = hybrid_pack.as_query_engine(llm=llm, similarity_top_k=3)
+    image = next(image_dir.rglob("architecture_0.png"))
+    bundle = QueryBundle(query_str="what is this", image_path=str(image))
+    before = len(stub.requests)
+    response = asyncio.run(engine.aquery(bundle)) if use_async else engine.query(bundle)
+    question = _sent(stub, before)[0]
+    by_image = hybrid_pack.hybrid_retriever(similarity_top_k=3).retrieve(bundle)
+    by_text = hybrid_pack.hybrid_retriever(similarity_top_k=3).retrieve("what is this")
+    ids = [s.node.node_id for s in response.source_nodes]
+    assert ids == [h.node.node_id for h in by_image] != [h.node.node_id for h in by_text]
+    assert "what is this" in question  # the question still reaches the LLM
+
+
 def test_a_caption_vector_mismatch_names_caption_embed(milvus_uri, image_dir, stub) -> None:  # type: ignore[no-untyped-def]
     """The caption collection's model is chosen by caption_embed; the error said clip_model."""
     from llama_index.packs.clip_hybrid.milvus.collection import CollectionMismatchError

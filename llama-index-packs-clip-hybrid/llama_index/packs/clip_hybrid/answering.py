@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.base.response.schema import Response
+from llama_index.core.base.response.schema import RESPONSE_TYPE, Response
 from llama_index.core.llms import LLM, ChatMessage, ImageBlock, TextBlock
 from llama_index.core.query_engine import CustomQueryEngine
-from llama_index.core.schema import MetadataMode, NodeWithScore
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, QueryType
 from pydantic import Field
 
 from .captions.base import CaptionError
@@ -64,14 +64,24 @@ class ImageQueryEngine(CustomQueryEngine):
             retriever = pack.text_retriever(**kwargs)
         return cls(retriever=retriever, llm=llm or Settings.llm, images=images)
 
-    def custom_query(self, query_str: str) -> Response:
-        hits = self.retriever.retrieve(query_str)
-        reply = self.llm.chat([self._message(query_str, hits)])
+    # CustomQueryEngine passes custom_query only the text of a bundle: an image query
+    # (``QueryBundle(question, image_path=...)``) ran as text. The bundle goes whole here.
+    def query(self, str_or_query_bundle: QueryType) -> RESPONSE_TYPE:
+        with self.callback_manager.as_trace("query"):
+            return self.custom_query(str_or_query_bundle)
+
+    async def aquery(self, str_or_query_bundle: QueryType) -> RESPONSE_TYPE:
+        with self.callback_manager.as_trace("query"):
+            return await self.acustom_query(str_or_query_bundle)
+
+    def custom_query(self, query: str | QueryBundle) -> Response:
+        hits = self.retriever.retrieve(query)
+        reply = self.llm.chat([self._message(_question(query), hits)])
         return Response(response=reply.message.content or "", source_nodes=hits)
 
-    async def acustom_query(self, query_str: str) -> Response:
-        hits = await self.retriever.aretrieve(query_str)
-        message = await asyncio.to_thread(self._message, query_str, hits)
+    async def acustom_query(self, query: str | QueryBundle) -> Response:
+        hits = await self.retriever.aretrieve(query)
+        message = await asyncio.to_thread(self._message, _question(query), hits)
         reply = await self.llm.achat([message])
         return Response(response=reply.message.content or "", source_nodes=hits)
 
@@ -89,6 +99,10 @@ class ImageQueryEngine(CustomQueryEngine):
                 if image is not None:
                     blocks.append(image)
         return ChatMessage(role="user", blocks=blocks)
+
+
+def _question(query: str | QueryBundle) -> str:
+    return query.query_str if isinstance(query, QueryBundle) else query
 
 
 def _image_block(path: str) -> ImageBlock | None:

@@ -562,6 +562,21 @@ def test_as_a_retriever_tool_for_an_agent(hybrid_pack) -> None:
     assert nodes[0].node.metadata["category"] == "text_zh" and len(nodes) == 2
 
 
+def test_an_agent_passing_an_image_path_gets_an_image_search(hybrid_pack, image_dir) -> None:
+    """RetrieverTool wraps the agent's argument ("<path>\n\n"); the hybrid retriever read
+    it as text, CLIP embedded the path's words, and the query image itself came back."""
+    from llama_index.core.tools import RetrieverTool
+
+    retriever = hybrid_pack.hybrid_retriever(similarity_top_k=3)
+    tool = RetrieverTool.from_defaults(retriever=retriever, name="find_images")
+    image = next(image_dir.rglob("architecture_0.png"))
+    for called in (tool.call(str(image)), tool.call(input=str(image))):
+        found = [n.node.metadata["file_path"] for n in called.raw_output]
+        assert len(found) == 3 and str(image) not in found  # the self-hit is filtered
+    by_image = retriever.retrieve(QueryBundle(query_str="", image_path=str(image)))
+    assert found == [h.node.metadata["file_path"] for h in by_image]
+
+
 async def test_as_a_workflow_step_with_a_vision_llm_answer(hybrid_pack, stub) -> None:
     from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
     from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step

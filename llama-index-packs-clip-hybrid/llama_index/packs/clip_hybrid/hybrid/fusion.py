@@ -40,7 +40,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.llms import MockLLM
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
-from llama_index.retrievers.selfhit import ImageQueryBundle
+from llama_index.retrievers.selfhit import ImageQueryBundle, to_query_bundle
 
 from ..options import DEFAULT_RRF_K, check_rrf_k, check_weights
 from ..redaction import package_logger, redact
@@ -212,6 +212,7 @@ class RRFFusionRetriever(QueryFusionRetriever):
     # caption can outlive its image), so that k results still come back.
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        query_bundle = _named_image(query_bundle)
         if self._image_fusion is not None and _is_image_query(query_bundle):
             fusion, query = self._image_fusion(query_bundle)
             return fusion._retrieve(query)
@@ -223,6 +224,7 @@ class RRFFusionRetriever(QueryFusionRetriever):
         return self._top(self._fuse(results))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        query_bundle = _named_image(query_bundle)
         if self._image_fusion is not None and _is_image_query(query_bundle):
             fusion, query = await asyncio.to_thread(self._image_fusion, query_bundle)
             return await fusion._aretrieve(query)
@@ -298,6 +300,16 @@ class _Fused:
 
 def _is_image_query(bundle: QueryBundle) -> bool:
     return isinstance(bundle, ImageQueryBundle) or bool(bundle.image_path)
+
+
+def _named_image(bundle: QueryBundle) -> QueryBundle:
+    """A text bundle whose text names an image file (a path an agent passes through
+    ``RetrieverTool``, which wraps it in newlines) as an image query, as
+    ``SelfHitFilteringRetriever`` reads it; any other bundle as it is."""
+    if _is_image_query(bundle) or not bundle.query_str:
+        return bundle
+    named = to_query_bundle(bundle.query_str)
+    return named if isinstance(named, ImageQueryBundle) else bundle
 
 
 def _with(keys: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from .clip.embedding import FastClipEmbedding, Precision
 from .clip.no_clip import NO_CLIP, NoClipEmbedding
 from .events import dispatcher
 from .hybrid.bm25 import PersistentBM25, default_bm25_path
-from .hybrid.builder import BM25Choice, RetrieverBuilder
+from .hybrid.builder import BM25Choice, LateHybridRetriever, RetrieverBuilder
 from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .hybrid.fusion import RRFFusionRetriever
 from .ingest.ingestor import ImageIngestor
@@ -246,9 +246,9 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         build = self.retrievers
         image = build.image_retriever(keep_self_hit=True)
         try:
-            hybrid: RRFFusionRetriever | None = build.hybrid_retriever()
-        except OptionError:  # nothing indexed yet
-            hybrid = None
+            hybrid: BaseRetriever = build.hybrid_retriever()
+        except OptionError:  # nothing indexed yet: built at each call from what is then
+            hybrid = LateHybridRetriever(lambda: self.retrievers.hybrid_retriever())
         return {
             "embed_model": self.embed_model,
             "store": self.store,

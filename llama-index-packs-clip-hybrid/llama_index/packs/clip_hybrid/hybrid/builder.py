@@ -17,7 +17,7 @@ from typing import Any, Literal
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
-from llama_index.core.schema import QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.selfhit import QueryImage, SelfHitFilteringRetriever
 
@@ -280,3 +280,19 @@ class RetrieverBuilder:
                 "caption it first, or search with a CLIP model."
             )
         return dataclasses.replace(bundle, query_str=caption)
+
+
+class LateHybridRetriever(BaseRetriever):
+    """The hybrid retriever of an index that had nothing in it when it was asked for
+    (``get_modules()`` right after the pack is made): built at each call from what is
+    indexed then; before the first ingest a call says to ingest first."""
+
+    def __init__(self, build: Callable[[], RRFFusionRetriever]) -> None:
+        super().__init__()
+        self._build = build
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self._build().retrieve(query_bundle)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await self._build().aretrieve(query_bundle)

@@ -471,3 +471,19 @@ def test_exhausted_quota_429_stops_the_run_instead_of_retrying(tmp_path: Path) -
         assert len(stub.requests) <= 2 and time.perf_counter() - started < 4.0
     assert all(o.caption is None for o in outcomes)
     assert "quota" in report.failed[0].reason and report.usage.retries == 0
+
+
+def test_a_cache_home_that_cannot_be_written_keeps_captions_for_the_run(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """A service account's read-only home: opening the default cache raised, and the
+    README's pipeline lost the whole run. (A file stands where the folder must be made:
+    root, which runs CI, ignores permission bits.)"""
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not_a_folder" / "cache"))
+    path = _files(tmp_path / "img", 1)[0]
+    with ApiStub() as stub, caplog.at_level(logging.WARNING):
+        transform = _transform(stub, tmp_path, cache_path=None)
+        out = transform([ImageDocument(image_path=str(path))])
+    assert len(_captions(out)) == 1 and transform.last_report.failed == []
+    assert "captions are kept for this run only" in caplog.text

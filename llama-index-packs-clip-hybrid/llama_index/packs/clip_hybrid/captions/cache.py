@@ -50,6 +50,24 @@ def default_cache_path() -> Path:
     return user_cache_dir() / "captions.sqlite"
 
 
+def open_cache(path: str | os.PathLike[str] | None) -> CaptionCache:
+    """The cache at ``path`` (an error there is the caller's to see), else the default
+    one; when the default cannot be opened (a read-only home, as a service account has),
+    a cache in memory for this run, with a warning."""
+    if path:
+        return CaptionCache(path)
+    try:
+        return CaptionCache(default_cache_path())
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning(
+            "The caption cache %s cannot be opened (%s): captions are kept for this run "
+            "only; pass cache_path= a writable file to keep them.",
+            default_cache_path(),
+            exc,
+        )
+        return CaptionCache(":memory:")
+
+
 class CaptionCache:
     """A persistent map (image sha256, captioner cache key) -> caption.
 

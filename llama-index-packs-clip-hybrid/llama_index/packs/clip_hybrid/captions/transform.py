@@ -43,7 +43,7 @@ from ..images.sources import (
 )
 from ..redaction import package_logger, redact_known
 from .base import Caption, CaptionError, CaptionImage
-from .cache import CaptionCache, default_cache_path
+from .cache import CaptionCache, open_cache
 from .choice import resolve_captioner
 from .errors import classify_error
 from .nodes import make_caption_node
@@ -122,7 +122,7 @@ class VLMCaptionTransform(TransformComponent):
     @property
     def cache(self) -> CaptionCache:
         if self._cache is None:
-            self._cache = CaptionCache(self.cache_path or default_cache_path())
+            self._cache = open_cache(self.cache_path)
         return self._cache
 
     def close(self) -> None:

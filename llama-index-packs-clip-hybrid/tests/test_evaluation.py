@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,21 @@ def test_qrels_errors_name_the_line(tmp_path: Path) -> None:
         load_qrels(bad)
     bad.write_text("not json\n")
     with pytest.raises(ValueError, match=r":1: not JSON"):
+        load_qrels(bad)
+    # Values of the wrong kind said "expected str, bytes or os.PathLike object, not int",
+    # with no line; an empty file printed an empty table.
+    for line, said in (
+        ('{"query": "x", "relevant": [5]}', '"relevant" must be a non-empty list of paths'),
+        ('{"query": "x", "relevant": [null]}', '"relevant" must be a non-empty list of paths'),
+        ('{"image": null, "relevant": ["x"]}', '"image" must be a non-empty string'),
+        ('{"query": 5, "relevant": ["x"]}', '"query" must be a non-empty string'),
+        ('{"query": "x", "relevant": ["x"], "lang": null}', '"lang" must be a string'),
+    ):
+        bad.write_text('{"query": "ok", "relevant": ["y"]}\n' + line + "\n")
+        with pytest.raises(ValueError, match=rf"bad.jsonl:2: {re.escape(said)}"):
+            load_qrels(bad)
+    bad.write_text("\n# only a comment\n")
+    with pytest.raises(ValueError, match="has no queries"):
         load_qrels(bad)
 
 

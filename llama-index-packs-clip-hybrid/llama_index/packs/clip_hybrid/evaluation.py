@@ -95,8 +95,17 @@ def load_qrels(path: str | os.PathLike[str]) -> list[Qrel]:
         if not isinstance(item, dict) or ("query" in item) == ("image" in item):
             raise ValueError(f'{path}:{number}: give exactly one of "query" or "image"')
         relevant = item.get("relevant")
-        if not relevant or not isinstance(relevant, list):
+        if (
+            not relevant
+            or not isinstance(relevant, list)
+            or not all(isinstance(p, str) and p for p in relevant)
+        ):
             raise ValueError(f'{path}:{number}: "relevant" must be a non-empty list of paths')
+        for key in ("query", "image"):
+            if key in item and not (isinstance(item[key], str) and item[key].strip()):
+                raise ValueError(f'{path}:{number}: "{key}" must be a non-empty string')
+        if not isinstance(item.get("lang", ""), str):
+            raise ValueError(f'{path}:{number}: "lang" must be a string (en, zh, ...)')
         image = str(_resolve(base, item["image"])) if "image" in item else None
         qrels.append(
             Qrel(
@@ -107,6 +116,8 @@ def load_qrels(path: str | os.PathLike[str]) -> list[Qrel]:
                 lang=str(item.get("lang", "")),
             )
         )
+    if not qrels:
+        raise ValueError(f"{path} has no queries: one JSON object per line, see the README")
     return qrels
 
 

@@ -553,3 +553,24 @@ def test_an_unknown_clip_model_is_a_usage_error_that_creates_nothing(
     assert done.returncode == 2
     assert "--clip-model ViT-X/99 is neither a known name (RN50" in done.stderr
     assert not db.exists()  # no empty database left behind
+
+
+def test_eval_runs_the_modes_that_can_run_and_names_the_others(
+    tmp_path, image_dir, tiny_clip_checkpoint, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    """Without captions the caption mode cannot run: it aborted every mode (exit 2)."""
+    db = str(tmp_path / "nocap.db")
+    model = ("--db", db, "--clip-model", str(tiny_clip_checkpoint))
+    assert run_cli("index", str(image_dir), *model, "--captioner", "none").returncode == 0
+    qrels = tmp_path / "q.jsonl"
+    first = sorted(image_dir.rglob("*.png"))[0]
+    qrels.write_text(json.dumps({"query": "a chart", "relevant": [str(first)]}) + "\n")
+    done = run_cli("eval", str(qrels), "--modes", "caption,hybrid", *model)
+    assert done.returncode == 0, done.stderr
+    assert "warning: mode caption cannot run on this index" in done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines()[1:] if line and line[0] != " "]
+    assert "hybrid" in rows and "caption" not in rows
+    payload = json.loads(
+        run_cli("eval", str(qrels), "--modes", "caption,hybrid", "--json", *model).stdout
+    )
+    assert set(payload["modes"]) == {"hybrid"} and set(payload["skipped_modes"]) == {"caption"}

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .options import CAPTION_BRANCHES
+from .options import CAPTION_BRANCHES, OptionError
 
 MODES = ("text", "image", "caption", "hybrid")
 CUTOFFS = (1, 5, 10)
@@ -65,6 +65,8 @@ class EvalReport:
     misses: list[dict[str, Any]] = field(default_factory=list)
     relevant_paths: int = 0
     unknown_relevant: list[str] = field(default_factory=list)
+    #: Modes that cannot run on this index (``caption`` without captions), with why.
+    skipped_modes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -147,7 +149,13 @@ def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> Ev
         report.unknown_relevant = [p for p in relevant if p not in indexed]
     for qrel in qrels:
         for mode in modes:
-            retrieved = _run(pack, qrel, mode)
+            if mode in report.skipped_modes:
+                continue
+            try:
+                retrieved = _run(pack, qrel, mode)
+            except OptionError as exc:  # the mode cannot run here; the others still do
+                report.skipped_modes[mode] = str(exc)
+                continue
             if retrieved is None:
                 continue
             # An image query is filtered out of its own results (a self-hit, by path or by

@@ -313,6 +313,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     if report.unknown_relevant:
         output.warning(report.unknown_message())
+    for mode, why in report.skipped_modes.items():
+        output.warning(f"mode {mode} cannot run on this index: {why}")
     output.line(f"{'mode':<8} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'nDCG@10':>8}")
     for mode, s in report.modes.items():
         output.line(

@@ -421,3 +421,18 @@ async def test_two_ingests_at_once_into_a_new_index_both_land(
         assert sum(r.indexed for r in reports) == expected == pack.store.count()
     finally:
         pack.close()
+
+
+def test_overwrite_with_no_image_in_the_inputs_keeps_the_index(pack, image_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """overwrite=True dropped the index first: over an empty folder (an unmounted drive)
+    the old index was replaced by nothing."""
+    pack.ingest(image_dir)
+    count = pack.store.count()
+    empty = tmp_path / "mount_point"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"overwrite=True with no image in .*mount_point"):
+        pack.ingest(empty, overwrite=True)
+    assert pack.store.count() == count
+    one = sorted(image_dir.rglob("*.png"))[:1]
+    assert pack.ingest(iter(one), overwrite=True).indexed == 1  # an iterator works too
+    assert pack.store.count() == 1

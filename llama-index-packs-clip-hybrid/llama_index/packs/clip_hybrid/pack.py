@@ -25,7 +25,7 @@ from .hybrid.builder import BM25Choice, LateHybridRetriever, RetrieverBuilder
 from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .hybrid.fusion import RRFFusionRetriever
 from .ingest.ingestor import ImageIngestor
-from .ingest.removal import DeleteReport, delete_images
+from .ingest.removal import DeleteReport, delete_images, drop_for_overwrite
 from .ingest.report import IngestReport
 from .milvus.captions import CaptionStore
 from .milvus.database import is_local_uri
@@ -290,8 +290,9 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         ``overwrite=True`` drops the existing collections first (everything is lost).
         """
         with self.ingestor.lock:  # two at once (aingest): a new collection made twice
-            for part in (self.caption_store, self.store, self.bm25) if overwrite else ():
-                part.drop()
+            if overwrite:  # only once the inputs are known to hold an image
+                parts = (self.caption_store, self.store, self.bm25)
+                inputs = drop_for_overwrite(inputs, recursive=recursive, parts=parts)
             report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
             report.captions = self.captions.update()
             if not self.retrievers.uses_milvus_bm25():

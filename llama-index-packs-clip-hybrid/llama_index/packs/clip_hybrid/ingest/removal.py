@@ -13,7 +13,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 
 from .._util import chunks
-from ..images.discovery import bytes_node_id, image_node_id
+from ..images.discovery import bytes_node_id, discover_images, image_node_id
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
 from .report import IngestFailure
@@ -125,3 +125,24 @@ def _label(item: Any) -> str:
     if isinstance(item, BaseNode):
         return f"node {item.node_id}"
     return os.fspath(item) if isinstance(item, str | os.PathLike) else repr(item)[:200]
+
+
+def drop_for_overwrite(inputs: Any, *, recursive: bool, parts: Iterable[Any]) -> list[Any]:
+    """Drop ``parts`` (the collections, the BM25 index) for ``overwrite=True``, once
+    ``inputs`` are known to hold an image: an empty folder (a typo, an unmounted drive)
+    would leave an empty index in place of the old one. Returns ``inputs`` as a list (an
+    iterator is read here)."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths = [os.path.expanduser(os.fspath(i)) for i in items if isinstance(i, (str, os.PathLike))]
+    nodes = len(items) > len(paths)
+    files = [p for p in paths if not os.path.isdir(p) and os.path.exists(p)]
+    folders = [p for p in paths if os.path.isdir(p)]
+    if not (nodes or files or next(discover_images(folders, recursive=recursive), None)):
+        raise ValueError(
+            f"overwrite=True with no image in {', '.join(map(str, paths)) or 'the inputs'}: "
+            "the index was kept. Check the path (a drive not mounted?), or delete the index "
+            "files yourself to start empty."
+        )
+    for part in parts:
+        part.drop()
+    return items

@@ -120,6 +120,17 @@ def test_a_fresh_server_answers_its_first_searches(running) -> None:
     assert _call(url + "/api/search", {"mode": "image", "image_id": first})[0] == 200
 
 
+def test_head_answers_as_get_without_a_body(running) -> None:
+    """Health checks and curl -I send HEAD: it was a 404."""
+    _, url = running
+    for path in ("/", "/api/status"):
+        request = urllib.request.Request(url + path, method="HEAD")
+        with urllib.request.urlopen(request, timeout=60) as res:
+            assert res.status == 200 and res.read() == b""
+            with urllib.request.urlopen(url + path, timeout=60) as got:
+                assert res.headers["Content-Type"] == got.headers["Content-Type"]
+
+
 def test_only_this_servers_host_names_are_served(running) -> None:
     server, url = running
     port = server.server_address[1]

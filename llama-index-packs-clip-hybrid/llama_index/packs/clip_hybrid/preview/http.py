@@ -102,7 +102,8 @@ class Guarded:
             ("Referrer-Policy", "no-referrer"),
         ]
         start_response(f"{response.status} {_REASONS.get(response.status, 'Error')}", headers)
-        return [response.body]
+        # HEAD (health checks, curl -I): the GET's status and headers, no body
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [response.body]
 
     def _respond(self, environ: dict[str, Any]) -> Response:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -127,7 +128,7 @@ class Guarded:
         path = environ.get("PATH_INFO", "/")
         if environ.get("QUERY_STRING"):
             path = f"{path}?{environ['QUERY_STRING']}"
-        return self.app.handle(method, path, body)
+        return self.app.handle("GET" if method == "HEAD" else method, path, body)
 
 
 _REASONS = {

@@ -188,6 +188,7 @@ def test_bad_requests_get_clear_errors(server) -> None:
         (b"not json", 400, "not JSON"),
         ({"mode": "text"}, 400, "exactly one"),
         ({"mode": "text", "query": "   "}, 400, "empty"),
+        ({"mode": "text", "query": 5}, 400, "must be text (a JSON string), not int"),
         ({"mode": "text", "query": "x" * 5000}, 400, "longer"),
         ({"mode": "image", "image_id": "../../etc/passwd"}, 400, "bad image id"),
         ({"mode": "image", "image_id": "0" * 36}, 404, "no indexed image"),

@@ -91,7 +91,9 @@ def search_request(payload: dict[str, Any]) -> tuple[str, int, bool]:
 
 
 def text_query(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        raise ApiError(400, f"the query must be text (a JSON string), not {type(value).__name__}")
+    if not value.strip():
         raise ApiError(400, "the query is empty")
     if len(value) > MAX_QUERY_CHARS:
         raise ApiError(400, f"the query is longer than {MAX_QUERY_CHARS} characters")

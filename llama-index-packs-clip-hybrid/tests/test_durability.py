@@ -463,3 +463,27 @@ def test_two_users_of_one_damaged_caption_cache_recover_it_once(tmp_path, caplog
     }
     assert sum("is damaged" in r.getMessage() for r in caplog.records) == 1
     assert len(list(tmp_path.glob("captions.sqlite.damaged-*[0-9]"))) == 1
+
+
+def test_an_index_in_a_folder_that_cannot_be_written_says_so(
+    tmp_path, image_dir, tiny_clip_checkpoint
+) -> None:
+    """pymilvus said only "Open local milvus failed"."""
+    script = Path(sys.executable).parent / "clip-hybrid"
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        done = subprocess.run(
+            [
+                *_without_root_powers(),
+                *(str(script), "index", str(image_dir), "--db", str(folder / "x.db")),
+                *("--clip-model", str(tiny_clip_checkpoint), "--captioner", "none"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 1
+    assert f"{folder} is not writable" in done.stderr, done.stderr

@@ -147,6 +147,13 @@ class MilvusDatabase:
         except Exception as exc:
             if self.is_local and lite_database_is_locked(self.uri):
                 raise DatabaseBusyError(self.uri) from exc
+            folder = self.uri if os.path.isdir(self.uri) else os.path.dirname(self.uri)
+            if self.is_local and not os.access(folder, os.W_OK):  # pymilvus: "Open ... failed"
+                raise PermissionError(
+                    f"The Milvus Lite database {self.uri} cannot be opened: {folder} is not "
+                    "writable (Milvus Lite keeps a lock and its files there); use a folder "
+                    "you can write to."
+                ) from exc
             raise
         return client if self.lock is None else LockedClient(client, self.lock)
 

@@ -144,3 +144,26 @@ def test_a_copy_of_the_query_image_is_a_self_hit_not_a_miss(tmp_path: Path) -> N
     report = evaluate(_FixedPack({q: [y, *other]}), parsed, ("image",))
     assert report.modes["image"].recall_at_10 == pytest.approx(1.0)
     assert report.misses == []
+
+
+def test_a_query_a_mode_cannot_run_skips_that_query_not_the_mode(tmp_path: Path) -> None:
+    """One image query the caption-only mode could not run made eval drop the mode for
+    every query after it."""
+    from llama_index.packs.clip_hybrid.options import OptionError
+
+    class _Picky(_FixedPack):
+        def retrieve(self, query, *, mode: str, similarity_top_k: int):  # type: ignore[no-untyped-def]
+            if str(query).endswith("q.png"):
+                raise OptionError("Without CLIP an image query needs a caption")
+            return super().retrieve(query, mode=mode, similarity_top_k=similarity_top_k)
+
+    qrels = tmp_path / "q.jsonl"
+    lines = [{"query": "a", "relevant": ["x.png"]}, {"image": "q.png", "relevant": ["x.png"]}]
+    lines += [{"query": "b", "relevant": ["x.png"]}, {"query": "c", "relevant": ["x.png"]}]
+    qrels.write_text("\n".join(json.dumps(line) for line in lines))
+    x = str((tmp_path / "x.png").resolve())
+    pack = _Picky({"a": [x], "b": [x], "c": [x]})
+    report = evaluate(pack, load_qrels(qrels), ("hybrid",))
+    assert report.modes["hybrid"].queries == 3 and report.skipped_modes == {}
+    only_images = evaluate(pack, load_qrels(qrels)[1:2], ("hybrid",))
+    assert "caption" in only_images.skipped_modes["hybrid"] and only_images.modes == {}

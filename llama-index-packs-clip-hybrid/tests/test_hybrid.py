@@ -605,6 +605,11 @@ def test_an_agent_passing_an_image_path_gets_an_image_search(hybrid_pack, image_
         assert len(found) == 3 and str(image) not in found  # the self-hit is filtered
     by_image = retriever.retrieve(QueryBundle(query_str="", image_path=str(image)))
     assert found == [h.node.metadata["file_path"] for h in by_image]
+    # Words that end like a file name, with no such file, stay words (every engine
+    # passes bundles: "show me report.png" must not become a missing image).
+    for text in ("report.png", "diagram of a cat.jpg", "\nreport.png\n\n"):
+        assert len(retriever.retrieve(text)) == 3
+        assert len(retriever.retrieve(QueryBundle(query_str=text))) == 3
 
 
 async def test_as_a_workflow_step_with_a_vision_llm_answer(hybrid_pack, stub) -> None:

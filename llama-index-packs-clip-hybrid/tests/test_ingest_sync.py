@@ -73,6 +73,24 @@ def test_sync_of_a_folder_whose_images_all_went_at_once_keeps_them(
     assert pack.ingest(image_dir, sync=True).removed == n  # from above: really gone
 
 
+def test_the_emptied_rule_does_not_depend_on_the_order_of_nested_roots(pack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Each row was counted under the first given root it was in: [A/sub, A] removed A's
+    own image when all of A was gone, [A, A/sub] kept it."""
+    from PIL import Image
+
+    top = tmp_path / "A"
+    (top / "sub").mkdir(parents=True)
+    for i, path in enumerate([top / "a1.png", top / "sub" / "s1.png", top / "sub" / "s2.png"]):
+        Image.new("RGB", (16, 16), (40 * i, 9, 9)).save(path)
+    pack.ingest(top)
+    shutil.move(str(top), tmp_path / "away")
+    (top / "sub").mkdir(parents=True)  # the mount points stay, empty
+    for roots in ([top, top / "sub"], [top / "sub", top]):
+        report = pack.ingest(roots, sync=True)
+        assert report.removed == 0 and len(_stored(pack)) == 3, roots
+        assert {f.path for f in report.failed} == {str(top), str(top / "sub")}
+
+
 def test_sync_of_a_home_relative_folder(pack, image_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HOME", str(image_dir.parent))
     home_relative = "~/" + image_dir.name

@@ -433,6 +433,18 @@ def test_overwrite_with_no_image_in_the_inputs_keeps_the_index(pack, image_dir, 
     with pytest.raises(ValueError, match=r"overwrite=True with no image in .*mount_point"):
         pack.ingest(empty, overwrite=True)
     assert pack.store.count() == count
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "fake.png").write_bytes(b"junk, not a PNG")
+    for nothing in (
+        tmp_path / "notes.txt",
+        tmp_path / "fake.png",
+        [tmp_path / "missing.png", tmp_path / "notes.txt"],
+        [ImageNode(image_path=str(tmp_path / "missing.png"))],
+        [None],
+    ):
+        with pytest.raises(ValueError, match="overwrite=True with no image"):
+            pack.ingest(nothing, overwrite=True)
+        assert pack.store.count() == count, nothing
     one = sorted(image_dir.rglob("*.png"))[:1]
     assert pack.ingest(iter(one), overwrite=True).indexed == 1  # an iterator works too
     assert pack.store.count() == 1

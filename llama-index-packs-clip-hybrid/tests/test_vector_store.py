@@ -126,6 +126,9 @@ def test_the_store_reads_only_and_names_the_packs_way_to_write(captioned_pack) -
         with pytest.raises(NotImplementedError, match=r"pack\.ingest\(\.\.\.\) to add images"):
             write()
     assert pack.store.count() == count
+    with pytest.raises(OptionError, match="rebuild it with"):  # upstream would drop it
+        pack.vector_store("images", overwrite=True, dim=32)
+    assert pack.store.count() == count
 
 
 def test_the_caption_collection_gives_the_caption_branch_top_10(captioned_pack) -> None:

@@ -65,7 +65,7 @@ class EvalReport:
     misses: list[dict[str, Any]] = field(default_factory=list)
     relevant_paths: int = 0
     unknown_relevant: list[str] = field(default_factory=list)
-    #: Modes that cannot run on this index (``caption`` without captions), with why.
+    #: Modes that could run no query on this index (``caption`` without captions), with why.
     skipped_modes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,22 +147,22 @@ def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> Ev
     if store is not None:
         indexed = {str(Path(r["path"]).resolve()) for r in store.iter_rows(["path"]) if r["path"]}
         report.unknown_relevant = [p for p in relevant if p not in indexed]
+    cannot: dict[str, str] = {}  # why a mode could not run a query
     for qrel in qrels:
+        # An image query is filtered out of its own results (a self-hit, by path or by
+        # bytes: copies too): it cannot be found, so it is not expected; a query left
+        # with nothing expected is skipped.
+        dropped = self_hits(qrel)
+        expected = [p for p in qrel.relevant if p not in dropped]
+        if not expected:
+            continue
         for mode in modes:
-            if mode in report.skipped_modes:
-                continue
             try:
                 retrieved = _run(pack, qrel, mode)
-            except OptionError as exc:  # the mode cannot run here; the others still do
-                report.skipped_modes[mode] = str(exc)
+            except OptionError as exc:  # this query in this mode; the others still run
+                cannot.setdefault(mode, str(exc))
                 continue
             if retrieved is None:
-                continue
-            # An image query is filtered out of its own results (a self-hit, by path or by
-            # bytes: copies too): it cannot be found, so it is not expected; a query left
-            # with nothing expected is skipped.
-            expected = [p for p in qrel.relevant if p not in self_hits(qrel)]
-            if not expected:
                 continue
             scores = {
                 f"recall_at_{k}": Recall()
@@ -181,6 +181,7 @@ def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> Ev
                 report.misses.append(
                     {"mode": mode, "query": qrel.label, "line": qrel.line, "missing": missing}
                 )
+    report.skipped_modes = {m: why for m, why in cannot.items() if m not in per_mode}
     report.modes = {mode: _mean(rows) for mode, rows in per_mode.items()}
     for (mode, lang), rows in per_lang.items():
         report.by_language.setdefault(mode, {})[lang] = _mean(rows)

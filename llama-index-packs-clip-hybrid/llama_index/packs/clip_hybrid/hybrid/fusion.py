@@ -303,12 +303,16 @@ def _is_image_query(bundle: QueryBundle) -> bool:
 
 
 def _named_image(bundle: QueryBundle) -> QueryBundle:
-    """A text bundle whose text names an image file (a path an agent passes through
-    ``RetrieverTool``, which wraps it in newlines) as an image query, as
-    ``SelfHitFilteringRetriever`` reads it; any other bundle as it is."""
+    """A text bundle whose text names an existing image file (a path an agent passes
+    through ``RetrieverTool``, which wraps it in newlines) as an image query; any other
+    bundle as it is: "report.png" with no such file is text, as every engine passes
+    bundles and a bundle's text is text to ``SelfHitFilteringRetriever`` too."""
     if _is_image_query(bundle) or not bundle.query_str:
         return bundle
-    named = to_query_bundle(bundle.query_str)
+    try:
+        named = to_query_bundle(bundle.query_str)
+    except FileNotFoundError:  # "report.png", no such file: the words are the query
+        return bundle
     return named if isinstance(named, ImageQueryBundle) else bundle
 
 

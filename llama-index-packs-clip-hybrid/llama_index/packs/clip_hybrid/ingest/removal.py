@@ -13,7 +13,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 
 from .._util import chunks
-from ..images.discovery import bytes_node_id, discover_images, image_node_id
+from ..images.discovery import bytes_node_id, discover_images, image_node_id, sniff_image
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
 from .report import IngestFailure
@@ -134,10 +134,8 @@ def drop_for_overwrite(inputs: Any, *, recursive: bool, parts: Iterable[Any]) ->
     iterator is read here)."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = [os.path.expanduser(os.fspath(i)) for i in items if isinstance(i, (str, os.PathLike))]
-    nodes = len(items) > len(paths)
-    files = [p for p in paths if not os.path.isdir(p) and os.path.exists(p)]
-    folders = [p for p in paths if os.path.isdir(p)]
-    if not (nodes or files or next(discover_images(folders, recursive=recursive), None)):
+    found = (f for f in discover_images(paths, recursive=recursive) if sniff_image(f))
+    if not (any(_node_has_image(i) for i in items) or next(found, None)):
         raise ValueError(
             f"overwrite=True with no image in {', '.join(map(str, paths)) or 'the inputs'}: "
             "the index was kept. Check the path (a drive not mounted?), or delete the index "
@@ -146,3 +144,14 @@ def drop_for_overwrite(inputs: Any, *, recursive: bool, parts: Iterable[Any]) ->
     for part in parts:
         part.drop()
     return items
+
+
+def _node_has_image(item: Any) -> bool:
+    """An image node whose image is there: its bytes, or a file that is an image (the
+    pack never fetches an ``image_url``)."""
+    if not isinstance(item, BaseNode) or not hasattr(item, "image_path"):
+        return False
+    path = getattr(item, "image_path", None) or item.metadata.get("file_path")
+    return bool(getattr(item, "image", None)) or bool(
+        path and sniff_image(os.path.expanduser(str(path)))
+    )

@@ -32,18 +32,22 @@ def stale_rows(
     hidden file or one under a symlinked folder, indexed by name; a sub-folder with
     ``recursive=False``; a folder that cannot be listed)."""
     prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
-    stale: dict[str, list[str]] = {root: [] for root in prefixes}
+    stale: list[tuple[str, tuple[str, ...]]] = []  # (id, the given roots it is under)
     rows_under: dict[str, int] = dict.fromkeys(prefixes, 0)
+    gone_under: dict[str, int] = dict.fromkeys(prefixes, 0)
     unchecked: dict[str, int] = {}
     for row in store.iter_rows(["path"]):
         path = row["path"]
         if not path.startswith(prefixes) or (not recursive and os.path.dirname(path) not in roots):
             continue
-        root = next(r for r in prefixes if path.startswith(r))
-        rows_under[root] += 1
+        under = tuple(r for r in prefixes if path.startswith(r))  # nested roots: each
+        for root in under:
+            rows_under[root] += 1
         state = file_state(path)
         if state is False:
-            stale[root].append(row["id"])
+            stale.append((row["id"], under))
+            for root in under:
+                gone_under[root] += 1
         elif state is None:
             folder = os.path.dirname(path)
             unchecked[folder] = unchecked.get(folder, 0) + 1
@@ -55,13 +59,11 @@ def stale_rows(
         )
         for folder, n in sorted(unchecked.items())
     ]
-    removed: list[str] = []
-    for root, ids in stale.items():
-        if len(ids) >= EMPTIED and len(ids) == rows_under[root]:  # all at once: kept
-            failures.append(IngestFailure(root.rstrip(os.sep), emptied_reason(len(ids))))
-        else:
-            removed += ids
-    return removed, failures
+    # A root whose rows are all gone at once keeps them, and so does every root in it.
+    emptied = {r for r in prefixes if gone_under[r] >= EMPTIED and gone_under[r] == rows_under[r]}
+    for root in sorted(emptied):
+        failures.append(IngestFailure(root.rstrip(os.sep), emptied_reason(gone_under[root])))
+    return [row_id for row_id, under in stale if not emptied.intersection(under)], failures
 
 
 #: A sync root whose indexed images are all gone at once (this many or more) is not

@@ -30,6 +30,11 @@ def llama_vector_store(collections: dict[str, VectorCollection], name: str, **kw
     if name not in collections:
         known = " or ".join(repr(k) for k in collections)
         raise OptionError(f"{{collection}} is {known}, got {name!r}.")
+    if kwargs.get("overwrite"):  # upstream drops the collection in its constructor
+        raise OptionError(
+            "The store reads the pack's collection; rebuild it with "
+            "pack.ingest(..., {overwrite=True})."
+        )
     collection = collections[name]
     if not collection.open_existing():
         raise ValueError(

@@ -292,3 +292,52 @@ def test_unreadable_image_names_the_path(corpus, image_files, tmp_path):  # type
     with pytest.raises(ValueError, match=r"cut\.jpg cannot be read as an image.*truncated"):
         SelfHitFilteringRetriever(inner).retrieve(cut)
     assert SelfHitFilteringRetriever(inner).retrieve(whole)  # a whole one, trailer and all
+
+
+def test_a_pil_image_edited_in_memory_is_its_pixels_not_its_file(image_files) -> None:  # type: ignore[no-untyped-def]
+    """paste/thumbnail/ImageDraw keep .filename: the file on disk was searched (and
+    dropped as the self-hit) instead of the pixels given."""
+    from llama_index.retrievers.selfhit import QueryImage
+
+    with Image.open(image_files[0]) as image:
+        image.load()
+        assert QueryImage.from_pil(image).path == str(Path(image_files[0]).resolve())
+        image.paste((255, 0, 0), (0, 0, *image.size))
+        edited = QueryImage.from_pil(image)
+    assert edited.path is None and edited.data is not None
+    with Image.open(io.BytesIO(edited.data)) as sent:
+        assert sent.getpixel((0, 0))[:3] == (255, 0, 0)
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_is_hashed_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """cp -p, rsync -t and tar put the old mtime back: a cache keyed by size and mtime
+    kept matching the old bytes."""
+    import hashlib
+    import os
+
+    from llama_index.retrievers.selfhit._identity import _FILE_HASHES
+
+    path = tmp_path / "a.bmp"
+    path.write_bytes(b"X" * 64)
+    before = os.stat(path)
+    assert _FILE_HASHES.get(str(path)) == hashlib.sha256(b"X" * 64).hexdigest()
+    path.write_bytes(b"Y" * 64)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert _FILE_HASHES.get(str(path)) == hashlib.sha256(b"Y" * 64).hexdigest()
+
+
+def test_an_image_document_with_inline_bytes_and_a_huge_image_as_queries(
+    tmp_path, image_files
+) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    from llama_index.core.schema import ImageDocument
+    from llama_index.retrievers.selfhit import QueryImage, to_query_bundle
+
+    data = Path(image_files[0]).read_bytes()
+    query = QueryImage.from_node(ImageDocument(image=base64.b64encode(data).decode()))
+    assert query.data == data  # it said "neither a readable path nor bytes"
+    huge = tmp_path / "huge.png"
+    Image.new("1", (15000, 13000)).save(huge)  # past Pillow's decompression-bomb limit
+    with pytest.raises(ValueError, match=r"huge\.png cannot be read as an image"):
+        to_query_bundle(huge)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.schema import BaseNode, ImageNode, QueryBundle
+from llama_index.core.schema import BaseNode, QueryBundle
 
 #: Metadata key under which ingestion may store the sha256 of an image's bytes. When a
 #: retrieved node carries it, the bytes rule needs no file read.
@@ -67,10 +67,12 @@ def _is_image_name(text: str) -> bool:
 
 
 class _FileHashCache:
-    """sha256 of files keyed by (path, size, mtime): a changed file is hashed again."""
+    """sha256 of files keyed by (path, size, mtime, ctime, inode): a changed file is
+    hashed again, also one rewritten with its old size and mtime put back (``cp -p``,
+    ``rsync -t``, tar): the ctime changes with every write and ``utime``."""
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._entries: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
 
@@ -79,7 +81,7 @@ class _FileHashCache:
             st = os.stat(path)
         except OSError:
             return None
-        key = (path, st.st_size, st.st_mtime_ns)
+        key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -128,7 +130,7 @@ def _check_image_bytes(data: bytes, name: str) -> None:
             f"Query image {name} cannot be read as an image ({kind}); "
             "pass a PNG, JPEG or WebP image."
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(
             f"Query image {name} cannot be read as an image ({exc}); "
             "pass a PNG, JPEG or WebP image."
@@ -192,9 +194,10 @@ class QueryImage:
 
     @classmethod
     def from_pil(cls, image: Any) -> QueryImage:
-        # An image opened from a file keeps its filename: match it by path and bytes.
+        # An image opened from a file keeps its filename: match it by path and bytes,
+        # unless its pixels were changed since (paste, thumbnail, ImageDraw keep the name).
         filename = getattr(image, "filename", None)
-        if filename and os.path.isfile(filename):
+        if filename and os.path.isfile(filename) and _same_pixels(image, filename):
             return cls.from_path(filename)
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -203,8 +206,8 @@ class QueryImage:
     @classmethod
     def from_node(cls, node: BaseNode) -> QueryImage:
         path = getattr(node, "image_path", None) or _metadata_path(node, DEFAULT_PATH_METADATA_KEYS)
-        if isinstance(node, ImageNode) and node.image:
-            data = _decode_b64(node.image, node.node_id)
+        if getattr(node, "image", None):  # ImageNode, and ImageDocument (not a subclass)
+            data = _decode_b64(node.image, node.node_id)  # type: ignore[attr-defined]
             _check_image_bytes(data, f"node {node.node_id}")
             return cls(
                 node_id=node.node_id,
@@ -261,10 +264,25 @@ def node_sha256(node: BaseNode, keys: tuple[str, ...]) -> str | None:
     stored = node.metadata.get(CONTENT_HASH_METADATA_KEY)
     if isinstance(stored, str) and stored:
         return stored
-    if isinstance(node, ImageNode) and node.image:
+    if getattr(node, "image", None):  # ImageNode, and ImageDocument (not a subclass)
         try:
-            return sha256_bytes(base64.b64decode(node.image))
+            return sha256_bytes(base64.b64decode(node.image))  # type: ignore[attr-defined]
         except (binascii.Error, ValueError):
             return None
     path = node_path(node, keys)
     return _FILE_HASHES.get(path) if path else None
+
+
+def _same_pixels(image: Any, filename: str) -> bool:
+    """True when ``image`` still holds the pixels of the file it was opened from."""
+    from PIL import Image
+
+    try:
+        with Image.open(filename) as on_disk:
+            return bool(
+                on_disk.size == image.size
+                and on_disk.mode == image.mode
+                and on_disk.tobytes() == image.tobytes()
+            )
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False

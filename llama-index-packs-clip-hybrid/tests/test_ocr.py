@@ -70,3 +70,19 @@ def test_restore_spaces_uses_character_gaps() -> None:
     assert restore_spaces("ABCD", boxes([(0, 9), (10, 19), (30, 39), (40, 49)])) == "AB CD"
     assert restore_spaces("系统架构", boxes([(0, 9), (30, 39), (60, 69), (90, 99)])) == "系统架构"
     assert restore_spaces("AB", None) == "AB"
+
+
+def test_an_image_the_engine_cannot_take_fails_once_not_five_times(ocr: OCRCaptioner) -> None:
+    """A 20000x100 panorama: RapidOCR's resize makes its short side 0 px (ResizeImgError),
+    the same on every try; it was retried five times as if it were a network error."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (20000, 100), "white").save(buf, format="PNG")
+    transform = VLMCaptionTransform(ocr, cache_path=":memory:", backoff_base=0.01)
+    outcomes, report = transform.caption_images([CaptionImage.from_bytes("p", buf.getvalue())])
+    assert outcomes[0].caption is None
+    assert report.failed[0].reason.startswith("OCR cannot read this image (")
+    assert report.usage.retries == 0

@@ -62,7 +62,12 @@ class OCRCaptioner(Captioner):
         array = np.asarray(img)[:, :, ::-1]  # RapidOCR wants BGR
         with self._lock:
             engine = self._load()
-            result, _ = engine(np.ascontiguousarray(array), return_word_box=True)
+            try:
+                result, _ = engine(np.ascontiguousarray(array), return_word_box=True)
+            except Exception as exc:  # the engine's own limits (a 20000x100 panorama's
+                # short side rounds to 0 px): the same on every try, so none is retried
+                reason = f"OCR cannot read this image ({type(exc).__name__}: {exc})"
+                raise CaptionError(reason[:300]) from exc
         lines = []
         for entry in result or []:
             box, text, score = entry[0], str(entry[1]), float(entry[2])

@@ -85,6 +85,12 @@ def test_the_emptied_rule_does_not_depend_on_the_order_of_nested_roots(pack, tmp
     pack.ingest(top)
     shutil.move(str(top), tmp_path / "away")
     (top / "sub").mkdir(parents=True)  # the mount points stay, empty
+    gone_one = tmp_path / "one"
+    gone_one.mkdir()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(gone_one / "only.png")
+    pack.ingest(gone_one)
+    (gone_one / "only.png").unlink()  # one image deleted: removed, also with the root twice
+    assert pack.ingest([gone_one, f"{gone_one}/"], sync=True).removed == 1
     for roots in ([top, top / "sub"], [top / "sub", top]):
         report = pack.ingest(roots, sync=True)
         assert report.removed == 0 and len(_stored(pack)) == 3, roots

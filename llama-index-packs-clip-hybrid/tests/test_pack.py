@@ -448,3 +448,10 @@ def test_overwrite_with_no_image_in_the_inputs_keeps_the_index(pack, image_dir, 
     one = sorted(image_dir.rglob("*.png"))[:1]
     assert pack.ingest(iter(one), overwrite=True).indexed == 1  # an iterator works too
     assert pack.store.count() == 1
+    # Formats without a magic number in our sniffing list are images too (PPM here).
+    from PIL import Image
+
+    ppm = tmp_path / "ppm" / "x.ppm"
+    ppm.parent.mkdir()
+    Image.open(one[0]).convert("RGB").save(ppm)
+    assert pack.ingest(ppm, overwrite=True).indexed == 1  # given by name, as ingest takes it

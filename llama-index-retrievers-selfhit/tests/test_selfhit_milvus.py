@@ -307,6 +307,10 @@ def test_a_pil_image_edited_in_memory_is_its_pixels_not_its_file(image_files) ->
     assert edited.path is None and edited.data is not None
     with Image.open(io.BytesIO(edited.data)) as sent:
         assert sent.getpixel((0, 0))[:3] == (255, 0, 0)
+    # Never loaded, or closed: the file is what there is (a closed image raised before).
+    with Image.open(image_files[0]) as lazy:
+        assert QueryImage.from_pil(lazy).path == str(Path(image_files[0]).resolve())
+    assert QueryImage.from_pil(lazy).path == str(Path(image_files[0]).resolve())
 
 
 def test_a_file_rewritten_with_its_old_size_and_mtime_is_hashed_again(tmp_path) -> None:  # type: ignore[no-untyped-def]

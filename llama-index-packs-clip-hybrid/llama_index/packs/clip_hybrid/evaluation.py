@@ -152,7 +152,8 @@ def evaluate(pack: Any, qrels: list[Qrel], modes: tuple[str, ...] = MODES) -> Ev
         # An image query is filtered out of its own results (a self-hit, by path or by
         # bytes: copies too): it cannot be found, so it is not expected; a query left
         # with nothing expected is skipped.
-        dropped = self_hits(qrel)
+        runs_images = qrel.image is not None and not set(modes).isdisjoint(("image", "hybrid"))
+        dropped = self_hits(qrel) if runs_images else set()
         expected = [p for p in qrel.relevant if p not in dropped]
         if not expected:
             continue

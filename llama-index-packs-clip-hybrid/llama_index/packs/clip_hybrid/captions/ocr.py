@@ -64,8 +64,11 @@ class OCRCaptioner(Captioner):
             engine = self._load()
             try:
                 result, _ = engine(np.ascontiguousarray(array), return_word_box=True)
-            except Exception as exc:  # the engine's own limits (a 20000x100 panorama's
-                # short side rounds to 0 px): the same on every try, so none is retried
+            except Exception as exc:
+                # RapidOCR's ResizeImgError (a 20000x100 panorama's short side rounds to
+                # 0 px) is the same on every try: not retried. Anything else may pass.
+                if type(exc).__name__ != "ResizeImgError":
+                    raise
                 reason = f"OCR cannot read this image ({type(exc).__name__}: {exc})"
                 raise CaptionError(reason[:300]) from exc
         lines = []

@@ -13,7 +13,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore
 from llama_index.retrievers.selfhit import CONTENT_HASH_METADATA_KEY
 
 from .._util import chunks
-from ..images.discovery import bytes_node_id, discover_images, image_node_id, sniff_image
+from ..images.discovery import bytes_node_id, discover_images, image_node_id
 from ..milvus.captions import CaptionStore
 from ..milvus.images import ImageStore
 from .report import IngestFailure
@@ -134,7 +134,7 @@ def drop_for_overwrite(inputs: Any, *, recursive: bool, parts: Iterable[Any]) ->
     iterator is read here)."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = [os.path.expanduser(os.fspath(i)) for i in items if isinstance(i, (str, os.PathLike))]
-    found = (f for f in discover_images(paths, recursive=recursive) if sniff_image(f))
+    found = (f for f in discover_images(paths, recursive=recursive) if _opens_as_image(f))
     if not (any(_node_has_image(i) for i in items) or next(found, None)):
         raise ValueError(
             f"overwrite=True with no image in {', '.join(map(str, paths)) or 'the inputs'}: "
@@ -153,5 +153,19 @@ def _node_has_image(item: Any) -> bool:
         return False
     path = getattr(item, "image_path", None) or item.metadata.get("file_path")
     return bool(getattr(item, "image", None)) or bool(
-        path and sniff_image(os.path.expanduser(str(path)))
+        path and _opens_as_image(os.path.expanduser(str(path)))
     )
+
+
+def _opens_as_image(path: Any) -> bool:
+    """A regular file whose header Pillow reads as an image (PPM, AVIF, BigTIFF too; a
+    junk ``.png`` no). Only the header is read."""
+    from PIL import Image
+
+    if not os.path.isfile(path):  # a FIFO would block the open
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # not an image, unreadable, a decompression bomb: not one to count
+        return False

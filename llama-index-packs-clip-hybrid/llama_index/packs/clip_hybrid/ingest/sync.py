@@ -31,7 +31,7 @@ def stale_rows(
     Only that: a row whose file exists stays, whether or not this run walked to it (a
     hidden file or one under a symlinked folder, indexed by name; a sub-folder with
     ``recursive=False``; a folder that cannot be listed)."""
-    prefixes = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+    prefixes = tuple(dict.fromkeys(r.rstrip(os.sep) + os.sep for r in roots))  # once each
     stale: list[tuple[str, tuple[str, ...]]] = []  # (id, the given roots it is under)
     rows_under: dict[str, int] = dict.fromkeys(prefixes, 0)
     gone_under: dict[str, int] = dict.fromkeys(prefixes, 0)

@@ -30,7 +30,8 @@ def llama_vector_store(collections: dict[str, VectorCollection], name: str, **kw
     if name not in collections:
         known = " or ".join(repr(k) for k in collections)
         raise OptionError(f"{{collection}} is {known}, got {name!r}.")
-    if kwargs.get("overwrite"):  # upstream drops the collection in its constructor
+    # upstream drops the collection (overwrite) or changes it (its properties) when made
+    if kwargs.get("overwrite") or kwargs.get("collection_properties"):
         raise OptionError(
             "The store reads the pack's collection; rebuild it with "
             "pack.ingest(..., {overwrite=True})."

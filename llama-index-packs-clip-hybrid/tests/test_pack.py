@@ -455,3 +455,66 @@ def test_overwrite_with_no_image_in_the_inputs_keeps_the_index(pack, image_dir, 
     ppm.parent.mkdir()
     Image.open(one[0]).convert("RGB").save(ppm)
     assert pack.ingest(ppm, overwrite=True).indexed == 1  # given by name, as ingest takes it
+
+
+def test_a_rebuild_cut_short_leaves_the_old_index_serving(milvus_uri, fast_clip, image_dir) -> None:  # type: ignore[no-untyped-def]
+    """overwrite=True dropped the index first: a rebuild that failed half way (kill -9,
+    a model error) served only the part it had built. It is built beside, then swapped."""
+    from llama_index.core.embeddings import MultiModalEmbedding
+
+    class FailsHalfWay(MultiModalEmbedding):  # a user's embedder that breaks mid-run
+        calls: int = 0
+
+        def _get_image_embedding(self, img_file_path):  # type: ignore[no-untyped-def]
+            return self._get_image_embeddings([img_file_path])[0]
+
+        def _get_image_embeddings(self, paths):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("the GPU fell over")
+            return fast_clip.get_image_embedding_batch(paths)
+
+        async def _aget_image_embedding(self, img_file_path):  # type: ignore[no-untyped-def]
+            return self._get_image_embedding(img_file_path)
+
+        def _get_text_embedding(self, text):  # type: ignore[no-untyped-def]
+            return fast_clip.get_text_embedding(text)
+
+        def _get_query_embedding(self, query):  # type: ignore[no-untyped-def]
+            return fast_clip.get_query_embedding(query)
+
+        async def _aget_query_embedding(self, query):  # type: ignore[no-untyped-def]
+            return fast_clip.get_query_embedding(query)
+
+    with ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none") as pack:
+        pack.ingest(image_dir)
+        count = pack.store.count()
+        before = _paths(pack.retrieve("a chart", mode="text"))
+    broken = ClipHybridPack(
+        uri=milvus_uri, embed_model=FailsHalfWay(), captioner="none", batch_size=4
+    )
+    with broken, pytest.raises(RuntimeError, match="fell over"):
+        broken.ingest(image_dir, overwrite=True)
+    with ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none") as pack:
+        assert pack.store.count() == count
+        assert _paths(pack.retrieve("a chart", mode="text")) == before
+        one = sorted(image_dir.rglob("*.png"))[:2]
+        assert pack.ingest(one, overwrite=True).indexed == 2  # the leftover is cleared
+        assert pack.store.count() == 2 and len(pack.retrieve("a chart", mode="text")) == 2
+        names = set(pack.store.client.list_collections())
+        assert names == {pack.store.collection_name}, names  # nothing staged is left
+
+
+def test_a_rebuild_swaps_in_captions_and_bm25_too(hybrid_pack, image_dir) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    before = [h.node.node_id for h in hybrid_pack.retrieve("系统架构图", mode="hybrid")]
+    report = hybrid_pack.ingest(image_dir, overwrite=True)
+    assert report.captions is not None and report.captions.failed == []
+    after = hybrid_pack.search("系统架构图", mode="hybrid")
+    assert "bm25" in after.branches and [h.node.node_id for h in after.hits] == before
+    names = set(hybrid_pack.store.client.list_collections())
+    assert names == {hybrid_pack.store.collection_name, hybrid_pack.caption_store.collection_name}
+    assert os.path.isdir(hybrid_pack.bm25_path) and not os.path.exists(
+        hybrid_pack.bm25_path + "_rebuild"
+    )

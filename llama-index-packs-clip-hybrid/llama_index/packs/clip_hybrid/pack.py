@@ -25,7 +25,8 @@ from .hybrid.builder import BM25Choice, LateHybridRetriever, RetrieverBuilder
 from .hybrid.clip_retrievers import ClipImageToImageRetriever, ClipTextToImageRetriever
 from .hybrid.fusion import RRFFusionRetriever
 from .ingest.ingestor import ImageIngestor
-from .ingest.removal import DeleteReport, delete_images, drop_for_overwrite
+from .ingest.rebuild import built_beside
+from .ingest.removal import DeleteReport, delete_images, with_an_image
 from .ingest.report import IngestReport
 from .milvus.captions import CaptionStore
 from .milvus.database import is_local_uri
@@ -287,16 +288,15 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
 
         A failed caption never fails the run: the image stays indexed by CLIP, the
         failure is in ``report.captions.failed``, and the next run retries it.
-        ``overwrite=True`` drops the existing collections first (everything is lost).
+        ``overwrite=True`` replaces the index: built beside it, swapped in when done.
         """
         with self.ingestor.lock:  # two at once (aingest): a new collection made twice
-            if overwrite:  # only once the inputs are known to hold an image
-                parts = (self.caption_store, self.store, self.bm25)
-                inputs = drop_for_overwrite(inputs, recursive=recursive, parts=parts)
-            report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
-            report.captions = self.captions.update()
-            if not self.retrievers.uses_milvus_bm25():
-                self.bm25.refresh()
+            inputs = with_an_image(inputs, recursive=recursive) if overwrite else inputs
+            with built_beside([self.store, self.caption_store], self.bm25, rebuild=overwrite):
+                report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)
+                report.captions = self.captions.update()
+                if not self.retrievers.uses_milvus_bm25():
+                    self.bm25.refresh()
         return report
 
     async def aingest(self, inputs: Any, **kwargs: Any) -> IngestReport:

@@ -310,6 +310,11 @@ class PersistentBM25:
                 self._index, self._loaded, self._seen = loaded, True, stamp
             return self._index
 
+    def retarget(self, path: str) -> None:
+        """Persist at ``path`` from now on (a rebuild's folder, then the real one again)."""
+        with self._lock:
+            self.path, self._index, self._loaded, self._seen = path, None, False, None
+
     def drop(self) -> None:
         """Delete the persisted index (the captions are dropped with it)."""
         with self._lock:

@@ -127,11 +127,10 @@ def _label(item: Any) -> str:
     return os.fspath(item) if isinstance(item, str | os.PathLike) else repr(item)[:200]
 
 
-def drop_for_overwrite(inputs: Any, *, recursive: bool, parts: Iterable[Any]) -> list[Any]:
-    """Drop ``parts`` (the collections, the BM25 index) for ``overwrite=True``, once
-    ``inputs`` are known to hold an image: an empty folder (a typo, an unmounted drive)
-    would leave an empty index in place of the old one. Returns ``inputs`` as a list (an
-    iterator is read here)."""
+def with_an_image(inputs: Any, *, recursive: bool) -> list[Any]:
+    """``inputs`` as a list (an iterator is read here), once known to hold an image: for
+    ``overwrite=True``, an empty folder (a typo, an unmounted drive) would put an empty
+    index in place of the old one."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = [os.path.expanduser(os.fspath(i)) for i in items if isinstance(i, (str, os.PathLike))]
     found = (f for f in discover_images(paths, recursive=recursive) if _opens_as_image(f))
@@ -141,8 +140,6 @@ def drop_for_overwrite(inputs: Any, *, recursive: bool, parts: Iterable[Any]) ->
             "the index was kept. Check the path (a drive not mounted?), or delete the index "
             "files yourself to start empty."
         )
-    for part in parts:
-        part.drop()
     return items
 
 

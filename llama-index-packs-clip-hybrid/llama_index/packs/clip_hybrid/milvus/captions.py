@@ -134,6 +134,10 @@ class CaptionStore(VectorCollection):
         self.bm25 = bm25
         self._splits_glued: bool | None = None  # see splits_glued_words()
 
+    def retarget(self, name: str) -> None:
+        super().retarget(name)
+        self._splits_glued = None
+
     def has_milvus_bm25(self) -> bool:
         """True when the existing collection has Milvus' BM25 sparse field."""
         return SPARSE_FIELD in self.field_names()

@@ -58,8 +58,7 @@ class VectorCollection:
     Nothing connects in the constructor; the collection opens on first use.
     """
 
-    #: The pack's argument that chooses the model of these vectors (named in errors).
-    model_option = "clip_model"
+    model_option = "clip_model"  #: the pack's argument that picks these vectors' model
 
     def __init__(
         self,
@@ -76,12 +75,10 @@ class VectorCollection:
         self.schema = schema
         self.index = index or (LITE_INDEX if database.is_local else SERVER_INDEX)
         self._ready = False
-        #: Rows this process wrote or deleted here (with the row count: "did it change?").
-        self.writes = 0
+        self.writes = 0  # rows this process wrote or deleted here ("did it change?")
         self._verified = False
         self._dim: int | None = None
-        #: Rows (upserted or deleted) after which Milvus Lite is flushed; 0: never.
-        self.lite_flush_rows = LITE_FLUSH_ROWS if database.is_local else 0
+        self.lite_flush_rows = LITE_FLUSH_ROWS if database.is_local else 0  # 0: never
         self._unflushed = 0
 
     def __repr__(self) -> str:
@@ -253,6 +250,10 @@ class VectorCollection:
     def close(self) -> None:
         """Forget the loaded state (the database connection is closed by its owner)."""
         self._ready = False
+
+    def retarget(self, name: str) -> None:
+        """Name collection ``name`` from now on (a rebuild's, then the real one again)."""
+        self.collection_name, self._ready, self._dim, self._verified = name, False, None, False
 
     # -- rows --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llama_index.core.embeddings import MultiModalEmbedding as MultiModalEmbeddingBase
 from llama_index.core.schema import ImageDocument, ImageNode
 from llama_index.core.vector_stores.types import (
     FilterOperator,
@@ -518,3 +519,56 @@ def test_a_rebuild_swaps_in_captions_and_bm25_too(hybrid_pack, image_dir) -> Non
     assert os.path.isdir(hybrid_pack.bm25_path) and not os.path.exists(
         hybrid_pack.bm25_path + "_rebuild"
     )
+
+
+def test_a_rebuild_leaves_other_collections_alone_and_undoes_a_swap_cut_short(
+    milvus_uri, fast_clip, image_dir
+) -> None:  # type: ignore[no-untyped-def]
+    """A user's own "images_rebuild" collection was dropped by a rebuild of "images"; a
+    kill between the swap's two renames left the old index aside for the next rebuild to
+    drop."""
+    from llama_index.packs.clip_hybrid.ingest.rebuild import PREVIOUS
+
+    files = sorted(image_dir.rglob("*.png"))
+    with ClipHybridPack(
+        uri=milvus_uri, embed_model=fast_clip, captioner="none", collection_name="images_rebuild"
+    ) as mine:
+        mine.ingest(files[:3])
+    with ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none") as pack:
+        pack.ingest(files[3:8])
+        pack.ingest(files[8:10], overwrite=True)
+        assert pack.store.count() == 2
+        client = pack.store.client
+        assert client.has_collection("images_rebuild")  # the user's, untouched
+        client.rename_collection("images", "images" + PREVIOUS)  # a kill mid-swap
+    broken = ClipHybridPack(uri=milvus_uri, embed_model=_Broken(), captioner="none")
+    with broken, pytest.raises(RuntimeError, match="broken"):  # the next rebuild fails too...
+        broken.ingest(files[10:11], overwrite=True)
+    with ClipHybridPack(uri=milvus_uri, embed_model=fast_clip, captioner="none") as pack:
+        assert pack.store.count() == 2  # ...and the old index is back, not dropped
+        pack.ingest(files[10:11], overwrite=True)
+        assert pack.store.count() == 1
+        assert set(pack.store.client.list_collections()) == {"images", "images_rebuild"}
+    with ClipHybridPack(
+        uri=milvus_uri, embed_model=fast_clip, captioner="none", collection_name="images_rebuild"
+    ) as mine:
+        assert mine.store.count() == 3
+
+
+class _Broken(MultiModalEmbeddingBase):
+    """A user's embedder that fails on every image."""
+
+    def _get_image_embedding(self, img_file_path):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken")
+
+    async def _aget_image_embedding(self, img_file_path):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken")
+
+    def _get_text_embedding(self, text):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken")
+
+    def _get_query_embedding(self, query):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken")
+
+    async def _aget_query_embedding(self, query):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken")

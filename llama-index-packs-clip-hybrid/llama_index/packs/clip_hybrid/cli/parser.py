@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--overwrite",
         action="store_true",
-        help="drop the existing collections first (everything indexed there is lost)",
+        help="replace the index with these images (built beside it, swapped in when done; "
+        "everything indexed before is then gone)",
     )
     index.add_argument("--batch-size", type=int, default=64)
     index.add_argument(

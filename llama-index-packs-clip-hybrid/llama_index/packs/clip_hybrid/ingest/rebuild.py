@@ -6,6 +6,11 @@ folder) for the run. Only when the run has finished are they swapped in: the old
 collection is renamed away, the new one renamed to its name, then the old one dropped.
 A run cut short (an error, kill -9) leaves the old index serving as it was, and the next
 rebuild drops what the cut-short one left. Milvus Lite and servers rename alike.
+
+The swap itself is two renames per collection (~35 ms on Lite). A kill inside it can
+leave a collection only under its ``PREVIOUS`` name (the index looks empty); the next
+rebuild renames it back before anything else. A search in the rebuilding process during
+the swap can fail once with "collection ... does not exist".
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from typing import Any
 
 from ..milvus.collection import VectorCollection
 
-#: What the collections (and the BM25 folder) of a rebuild are named after.
-STAGING = "_rebuild"
-PREVIOUS = "_previous"
+#: What the collections (and the BM25 folder) of a rebuild are named after: suffixes no
+#: user's own collection name would carry (they are dropped without asking).
+STAGING = "__clip_hybrid_rebuild"
+PREVIOUS = "__clip_hybrid_previous"
 
 
 @contextmanager
@@ -35,6 +41,10 @@ def built_beside(
         return
     names = [c.collection_name for c in collections]
     path = bm25.path
+    client = collections[0].client
+    for name in names:  # a swap cut short (a ~35 ms window) left the old one aside
+        if client.has_collection(name + PREVIOUS) and not client.has_collection(name):
+            client.rename_collection(name + PREVIOUS, name)
     for collection, name in zip(collections, names, strict=True):
         collection.retarget(name + STAGING)
         collection.drop()  # what a rebuild cut short left
@@ -45,7 +55,6 @@ def built_beside(
     except BaseException:
         _point_back(collections, names, bm25, path)
         raise
-    client = collections[0].client
     for collection, name in zip(collections, names, strict=True):
         built = client.has_collection(name + STAGING)
         if built:

@@ -290,7 +290,7 @@ class ClipHybridPack(pack_base()):  # type: ignore[misc]
         failure is in ``report.captions.failed``, and the next run retries it.
         ``overwrite=True`` replaces the index: built beside it, swapped in when done.
         """
-        with self.ingestor.lock:  # two at once (aingest): a new collection made twice
+        with self.store.ingesting:  # two at once (aingest): a new collection made twice
             inputs = with_an_image(inputs, recursive=recursive) if overwrite else inputs
             with built_beside([self.store, self.caption_store], self.bm25, rebuild=overwrite):
                 report = self.ingestor.ingest(inputs, sync=sync, recursive=recursive)

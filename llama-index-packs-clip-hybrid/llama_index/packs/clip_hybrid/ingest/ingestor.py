@@ -6,7 +6,6 @@ import hashlib
 import os
 import stat
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,7 +103,6 @@ class ImageIngestor:
         self.max_pixels = max_pixels
         self.show_progress = show_progress
         self._vectors = VectorCache()
-        self.lock = threading.RLock()  # one ingest at a time: the state here is per run
         self._damaged: set[str] = set()
         self._empty = False
         self._dim_checked = False

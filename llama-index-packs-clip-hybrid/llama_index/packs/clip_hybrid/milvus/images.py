@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,9 @@ class ImageStore(VectorCollection):
         super().__init__(
             MilvusDatabase(uri, token), collection_name, schema=IMAGE_SCHEMA, index=index
         )
+        #: Held by a pack over a whole ingest: one at a time (it exists before any ingest
+        #: does, so two first ingests on two threads share it).
+        self.ingesting = threading.RLock()
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop this process's server for the path, which

@@ -80,8 +80,8 @@ def stub(caption_texts):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def hybrid_pack(milvus_uri, fast_clip, image_dir, stub):  # type: ignore[no-untyped-def]
-    """A pack over the sample images with stub GPT-4o captions and mock caption vectors."""
+def new_hybrid_pack(milvus_uri, fast_clip, stub):  # type: ignore[no-untyped-def]
+    """A pack with stub GPT-4o captions and mock caption vectors, nothing ingested yet."""
     captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
     pack = ClipHybridPack(
         uri=milvus_uri,
@@ -90,6 +90,12 @@ def hybrid_pack(milvus_uri, fast_clip, image_dir, stub):  # type: ignore[no-unty
         caption_embed=MockEmbedding(embed_dim=16),
         show_progress=False,
     )
-    pack.ingest(image_dir)
     yield pack
     pack.store.close()
+
+
+@pytest.fixture
+def hybrid_pack(new_hybrid_pack, image_dir):  # type: ignore[no-untyped-def]
+    """:func:`new_hybrid_pack` over the sample images."""
+    new_hybrid_pack.ingest(image_dir)
+    return new_hybrid_pack

@@ -509,33 +509,23 @@ def test_retrievers_taken_before_an_ingest_see_what_it_added(hybrid_pack, tmp_pa
 
 
 def test_the_hybrid_module_of_a_pack_made_before_its_first_ingest_works_after_it(
-    milvus_uri, fast_clip, image_dir, stub
+    new_hybrid_pack, image_dir
 ) -> None:  # type: ignore[no-untyped-def]
     """The README's pack workflow calls get_modules() right after making the pack: its
     hybrid_retriever was None for good. It says "ingest first" until there is something,
     then answers with every branch that can run."""
     from llama_index.packs.clip_hybrid.options import OptionError
 
-    captioner = LLMCaptioner.openai(api_key="sk-test", api_base=stub.openai_base_url)
-    pack = ClipHybridPack(
-        uri=milvus_uri,
-        embed_model=fast_clip,
-        captioner=captioner,
-        caption_embed=MockEmbedding(embed_dim=16),
-        show_progress=False,
-    )
-    try:
-        module = pack.get_modules()["hybrid_retriever"]
-        with pytest.raises(OptionError, match="ingest first"):
-            module.retrieve("系统架构图")
-        pack.ingest(image_dir)
-        hits = module.retrieve("系统架构图")
-        own = pack.hybrid_retriever().retrieve("系统架构图")
-        assert [h.node.node_id for h in hits] == [h.node.node_id for h in own] and hits
-        branches = hits[0].node.metadata[HYBRID_METADATA_KEY]["branches"]
-        assert {"clip", "bm25"} <= set(branches)
-    finally:
-        pack.close()
+    pack = new_hybrid_pack
+    module = pack.get_modules()["hybrid_retriever"]
+    with pytest.raises(OptionError, match="ingest first"):
+        module.retrieve("系统架构图")
+    pack.ingest(image_dir)
+    hits = module.retrieve("系统架构图")
+    own = pack.hybrid_retriever().retrieve("系统架构图")
+    assert [h.node.node_id for h in hits] == [h.node.node_id for h in own] and hits
+    branches = hits[0].node.metadata[HYBRID_METADATA_KEY]["branches"]
+    assert {"clip", "bm25"} <= set(branches)
 
 
 def test_a_retriever_sees_the_bm25_index_another_pack_persisted(
